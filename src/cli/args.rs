@@ -1,0 +1,187 @@
+//! Command-line arguments. Only the binary sees these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tuningfork",
+    version,
+    about = "A fully local optimization appliance for LLM prompt programs"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The SQLite store holding every run and model call.
+    #[arg(long, global = true, env = "TUNINGFORK_STORE", default_value = tuningfork::store::DEFAULT_PATH)]
+    pub store: PathBuf,
+    /// The directory holding models.toml and the GGUF files.
+    #[arg(long, global = true, env = "TUNINGFORK_MODELS", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// More log output (-v: info, -vv: debug). TUNINGFORK_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EngineArgs {
+    /// CPU threads (default: the number of physical cores).
+    #[arg(long, env = "TUNINGFORK_THREADS")]
+    pub threads: Option<u32>,
+    /// Context window in tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx_size: u32,
+    /// Prompt tokens evaluated per step.
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: u32,
+    /// Layers to offload to the GPU (CUDA, Metal and Vulkan builds).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+    /// Re-hash the model file even if the store remembers it as verified.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a completion with a pinned model and record the call.
+    Generate(GenerateArgs),
+    /// List, inspect, verify, add and download pinned models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Show stored runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Measure prefill and decode speed of a model.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The pinned model to use (see `tuningfork models list`).
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// A system message (ignored with --raw).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Pass the prompt to the tokenizer as is, without the chat format.
+    #[arg(long)]
+    pub raw: bool,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// Nucleus sampling mass (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Minimum probability relative to the top token (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Seed for sampling (used when temperature > 0).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Maximum number of generated tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// A GBNF grammar file constraining the output (root rule `root`).
+    #[arg(long)]
+    pub grammar: Option<PathBuf>,
+    /// Always run inference, even when an identical call is stored.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print the completion's details as JSON instead of the text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The prompt (the user message, or the raw text with --raw).
+    pub prompt: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List pinned models and whether their files are present.
+    List,
+    /// Show what a model's GGUF header says (without loading weights).
+    Inspect {
+        /// A pinned model name, or a path to a GGUF file.
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check model files against their pins (all models when no name is given).
+    Verify {
+        name: Option<String>,
+    },
+    /// Pin a GGUF file you already have: copy it into the models directory and record its hash.
+    Add {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Download a file from a Hugging Face hub at a fixed revision and pin it.
+    Pull {
+        #[arg(long)]
+        repo: String,
+        /// A commit hash (or tag) to pin; a moving branch makes the pin meaningless.
+        #[arg(long)]
+        revision: String,
+        #[arg(long)]
+        file: String,
+        /// Name for the pin (default: the file name without `.gguf`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Hub base URL (default: HF_ENDPOINT or the public hub).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The most recent runs.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One run with its calls.
+    Show {
+        /// Run id or uid.
+        id: String,
+        /// Print the full prompts and outputs.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// Approximate prompt length in tokens.
+    #[arg(long, default_value_t = 256)]
+    pub prompt_tokens: usize,
+    /// Tokens generated per repetition.
+    #[arg(long, default_value_t = 64)]
+    pub gen_tokens: u32,
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}

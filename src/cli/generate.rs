@@ -1,0 +1,100 @@
+//! `tuningfork generate`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tuningfork::engine::{GenerationRequest, Message, Prompt, SamplingParams};
+use tuningfork::generator::{load_engine, Generator};
+use tuningfork::store::{NewRun, RunStatus};
+
+use super::args::{GenerateArgs, GlobalArgs};
+use super::{engine_config, open_registry, open_store, runtime};
+
+pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
+    let grammar = match &args.grammar {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the grammar file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let prompt = if args.raw {
+        Prompt::Raw(args.prompt.clone())
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(Message::system(system.clone()));
+        }
+        messages.push(Message::user(args.prompt.clone()));
+        Prompt::Chat(messages)
+    };
+    let mut request = GenerationRequest::new(prompt, args.max_tokens)
+        .with_sampling(SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            seed: args.seed,
+        })
+        .with_stop(args.stop.clone());
+    request.grammar = grammar;
+
+    let store = open_store(global)?;
+    let registry = open_registry(global)?;
+    let config = engine_config(&args.engine);
+    let engine = Arc::new(load_engine(
+        &registry,
+        &store,
+        &args.model,
+        args.engine.verify,
+        config.clone(),
+    )?);
+    let run_config = serde_json::json!({
+        "model": args.model,
+        "engine": config,
+        "request": request,
+        "cache": !args.no_cache,
+    });
+    let run_id = store.begin_run(&NewRun {
+        kind: "generate",
+        config: run_config,
+        seed: Some(args.seed),
+        model_sha256: Some(engine.model_sha256()),
+        fingerprint: engine.fingerprint(),
+    })?;
+    let generator = Generator::new(engine, Arc::clone(&store), run_id).with_cache(!args.no_cache);
+    let result = runtime()?.block_on(generator.generate(request));
+    match result {
+        Ok(generated) => {
+            store.finish_run(run_id, RunStatus::Completed, None)?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                let value = serde_json::json!({
+                    "run_id": run_id,
+                    "call_id": generated.call_id,
+                    "cached": generated.cached,
+                    "request_hash": generated.request_hash,
+                    "completion": generated.completion,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                writeln!(out, "{}", generated.completion.text)?;
+            }
+            let c = &generated.completion;
+            eprintln!(
+                "[run {run_id}, call {}{}: {} prompt + {} generated tokens, stop: {}]",
+                generated.call_id,
+                if generated.cached { ", from cache" } else { "" },
+                c.prompt_tokens,
+                c.completion_tokens,
+                c.stop_reason.as_str()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
+            Err(e.into())
+        }
+    }
+}

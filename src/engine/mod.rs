@@ -1,0 +1,401 @@
+//! The in-process inference engine over llama.cpp.
+//!
+//! Architecture Invariant: this is the only module that touches llama.cpp (`llama-cpp-2` and
+//! `llama-cpp-sys-2`). Everything else speaks in [`GenerationRequest`] and [`Completion`].
+//!
+//! An [`Engine`] owns one loaded model. Rendering and tokenizing happen on the caller's side
+//! ([`Engine::prepare`]), because the model is shareable across threads; the llama.cpp context
+//! is not, so one worker thread owns it and serves requests sent over a channel, each with its
+//! own reply channel ([`worker`]).
+
+pub mod chat;
+mod error;
+pub mod fingerprint;
+pub mod request;
+pub mod sampling;
+mod worker;
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::EngineError;
+pub use fingerprint::EngineFingerprint;
+pub use request::{Completion, GenerationRequest, Message, Prompt, Role, StopReason, Timings};
+pub use sampling::SamplingParams;
+
+use crate::models::PinnedModel;
+
+/// How the engine is set up. Nothing here changes a model's output (see the fingerprint for
+/// what does), only its speed and capacity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineConfig {
+    /// CPU threads; `None` means the number of physical cores.
+    pub threads: Option<u32>,
+    /// Context window in tokens.
+    pub n_ctx: u32,
+    /// Prompt tokens evaluated per decode call.
+    pub n_batch: u32,
+    /// Layers offloaded to a GPU backend (ignored by CPU builds).
+    pub gpu_layers: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            threads: None,
+            n_ctx: 4096,
+            n_batch: 512,
+            gpu_layers: 0,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The thread count actually used.
+    pub fn resolved_threads(&self) -> u32 {
+        self.threads.unwrap_or_else(physical_cores).max(1)
+    }
+}
+
+/// The number of physical CPU cores this process may use.
+///
+/// llama.cpp's OpenMP threads thrash when they outnumber cores, and hyper-threads do not help
+/// its matrix kernels, so physical cores are the right default.
+pub fn physical_cores() -> u32 {
+    let available = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let physical = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| count_physical_cores(&info));
+    physical.map_or(available, |p| p.min(available)).max(1)
+}
+
+fn count_physical_cores(cpuinfo: &str) -> Option<u32> {
+    let mut cores = std::collections::BTreeSet::new();
+    let mut physical_id = None;
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "physical id" => physical_id = Some(value.trim().to_string()),
+            "core id" => {
+                cores.insert((physical_id.clone(), value.trim().to_string()));
+            }
+            _ => {}
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len() as u32)
+}
+
+/// llama.cpp's backend is process-wide and `llama-cpp-2` refuses a second initialization, so
+/// the one handle lives for the whole process.
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Backend(e.clone()))
+}
+
+/// How conversations are turned into text for this model.
+enum ChatFormat {
+    /// The model's own template, applied by llama.cpp.
+    Template(LlamaChatTemplate),
+    /// tuningfork's plain format ([`chat::render_plain`]), for models without a usable template.
+    Plain,
+}
+
+/// The model and what the caller side needs to prepare requests for it.
+struct LoadedModel {
+    model: LlamaModel,
+    format: ChatFormat,
+}
+
+// SAFETY note, not an unsafe block: `LlamaModel` is `Send + Sync` (llama.cpp's model is
+// read-only after loading), and `LlamaChatTemplate` is a plain `CString`.
+
+/// A request rendered and tokenized, ready for the worker.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    pub request: GenerationRequest,
+    /// The exact text given to the tokenizer.
+    pub rendered: String,
+    tokens: Vec<LlamaToken>,
+}
+
+impl PreparedRequest {
+    pub fn prompt_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+enum Command {
+    Generate {
+        prepared: PreparedRequest,
+        reply: oneshot::Sender<Result<Completion, EngineError>>,
+    },
+}
+
+/// A loaded, pinned model served by one worker thread.
+pub struct Engine {
+    loaded: Arc<LoadedModel>,
+    commands: Option<mpsc::Sender<Command>>,
+    worker: Option<JoinHandle<()>>,
+    config: EngineConfig,
+    fingerprint: EngineFingerprint,
+    model_sha256: String,
+    model_name: String,
+}
+
+impl Engine {
+    /// Loads a verified model and starts its worker. Blocks while the weights are read.
+    pub fn load(pinned: &PinnedModel, config: EngineConfig) -> Result<Engine, EngineError> {
+        let backend = backend()?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+        let path = pinned.path();
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
+            EngineError::ModelLoad {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{e}; llama.cpp could not read it as a GGUF model (the file may be truncated \
+                     or not a GGUF file)"
+                ),
+            }
+        })?;
+        let format = detect_chat_format(&model);
+        let loaded = Arc::new(LoadedModel { model, format });
+        let (commands, receiver) = mpsc::channel(256);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let worker_loaded = Arc::clone(&loaded);
+        let worker_config = config.clone();
+        let worker = std::thread::Builder::new()
+            .name("tuningfork-engine".to_string())
+            .spawn(move || {
+                worker::run(
+                    backend,
+                    &worker_loaded.model,
+                    &worker_config,
+                    receiver,
+                    ready_tx,
+                )
+            })
+            .map_err(|e| EngineError::Backend(format!("cannot start the engine thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err(EngineError::Stopped);
+            }
+        }
+        Ok(Engine {
+            loaded,
+            commands: Some(commands),
+            worker: Some(worker),
+            config,
+            fingerprint: EngineFingerprint::current(),
+            model_sha256: pinned.sha256().to_string(),
+            model_name: pinned.name().to_string(),
+        })
+    }
+
+    pub fn fingerprint(&self) -> &EngineFingerprint {
+        &self.fingerprint
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn model_sha256(&self) -> &str {
+        &self.model_sha256
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    /// Whether conversations are rendered with the model's own chat template (`false`: the
+    /// plain conversation format of [`chat`]).
+    pub fn has_chat_template(&self) -> bool {
+        matches!(self.loaded.format, ChatFormat::Template(_))
+    }
+
+    /// Renders and tokenizes a request, checking everything that can be checked before any
+    /// inference: sampling ranges, the grammar's syntax, and that the prompt fits the context.
+    pub fn prepare(&self, mut request: GenerationRequest) -> Result<PreparedRequest, EngineError> {
+        request
+            .sampling
+            .validate()
+            .map_err(EngineError::InvalidRequest)?;
+        if request.max_tokens == 0 {
+            return Err(EngineError::InvalidRequest(
+                "max_tokens must be at least 1".to_string(),
+            ));
+        }
+        let rendered = match &request.prompt {
+            Prompt::Raw(text) => text.clone(),
+            Prompt::Chat(messages) => match &self.loaded.format {
+                ChatFormat::Template(template) => {
+                    apply_template(&self.loaded.model, template, messages)?
+                }
+                ChatFormat::Plain => {
+                    if !request.stop.iter().any(|s| s == chat::PLAIN_STOP) {
+                        request.stop.push(chat::PLAIN_STOP.to_string());
+                    }
+                    chat::render_plain(messages)
+                }
+            },
+        };
+        if let Some(grammar) = &request.grammar {
+            // Parse once here so a bad grammar fails before it is queued.
+            llama_cpp_2::sampling::LlamaSampler::grammar(&self.loaded.model, grammar, "root")
+                .map_err(|e| EngineError::Grammar(e.to_string()))?;
+        }
+        let tokens = tokenize(&self.loaded.model, &rendered);
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidRequest(
+                "the prompt is empty".to_string(),
+            ));
+        }
+        if tokens.len() >= self.config.n_ctx as usize {
+            return Err(EngineError::PromptTooLong {
+                tokens: tokens.len(),
+                n_ctx: self.config.n_ctx,
+            });
+        }
+        Ok(PreparedRequest {
+            request,
+            rendered,
+            tokens,
+        })
+    }
+
+    /// Queues a prepared request and waits for its completion. Dropping the future cancels the
+    /// request.
+    pub async fn submit(&self, prepared: PreparedRequest) -> Result<Completion, EngineError> {
+        let (reply, receiver) = oneshot::channel();
+        let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
+        commands
+            .send(Command::Generate { prepared, reply })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        receiver.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Prepares and runs one request.
+    pub async fn generate(&self, request: GenerationRequest) -> Result<Completion, EngineError> {
+        let prepared = self.prepare(request)?;
+        self.submit(prepared).await
+    }
+
+    /// Number of tokens `text` becomes (no special tokens added).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.loaded
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), false, true)
+            .len()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker loop once queued work is answered.
+        self.commands.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn detect_chat_format(model: &LlamaModel) -> ChatFormat {
+    let Ok(template) = model.chat_template(None) else {
+        return ChatFormat::Plain;
+    };
+    // llama.cpp recognises templates by pattern; a template it does not know fails to apply.
+    // Probe once so that every later render takes the same path.
+    let probe = [Message::system("s"), Message::user("u")];
+    match apply_template(model, &template, &probe) {
+        Ok(_) => ChatFormat::Template(template),
+        Err(e) => {
+            tracing::warn!("the model's chat template is not supported ({e}); using the plain conversation format");
+            ChatFormat::Plain
+        }
+    }
+}
+
+fn apply_template(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    messages: &[Message],
+) -> Result<String, EngineError> {
+    let chat = messages
+        .iter()
+        .map(|m| LlamaChatMessage::new(m.role.as_str().to_string(), m.content.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            EngineError::InvalidRequest(format!("a message cannot be passed to llama.cpp: {e}"))
+        })?;
+    model
+        .apply_chat_template(template, &chat, true)
+        .map_err(|e| EngineError::Template(e.to_string()))
+}
+
+fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+    let vocab = model.vocab();
+    let add_bos = vocab.should_add_bos();
+    let mut tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
+    // Templates that write the BOS token themselves would otherwise get it twice.
+    if add_bos && tokens.len() >= 2 && tokens[0] == vocab.bos() && tokens[1] == vocab.bos() {
+        tokens.remove(0);
+    }
+    tokens
+}
+
+fn context_params(config: &EngineConfig) -> llama_cpp_2::context::params::LlamaContextParams {
+    let threads = config.resolved_threads() as i32;
+    llama_cpp_2::context::params::LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.n_ctx.max(16)))
+        .with_n_batch(config.n_batch.max(1))
+        .with_n_ubatch(config.n_batch.max(1))
+        .with_n_seq_max(1)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        // Both are off for reproducibility: flash attention over many query rows and a unified
+        // KV cache change logits with batch composition (see ARCHITECTURE.md).
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        .with_kv_unified(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_physical_cores_not_threads() {
+        let info = "processor\t: 0\nphysical id\t: 0\ncore id\t: 0\n\n\
+                    processor\t: 1\nphysical id\t: 0\ncore id\t: 0\n\n\
+                    processor\t: 2\nphysical id\t: 0\ncore id\t: 1\n\n\
+                    processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
+        assert_eq!(count_physical_cores(info), Some(2));
+        assert_eq!(count_physical_cores("processor : 0\n"), None);
+        assert!(physical_cores() >= 1);
+    }
+}

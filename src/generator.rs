@@ -1,0 +1,198 @@
+//! Generation through the store: the exact cache first, then the engine, then a record of the
+//! call.
+//!
+//! Architecture Invariant: every model call tuningfork makes goes through [`Generator`], so
+//! every call — computed, served from the cache, or failed in the engine — is in the store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::engine::{
+    Completion, Engine, EngineConfig, EngineError, GenerationRequest, PreparedRequest, StopReason,
+    Timings,
+};
+use crate::models::{gguf_info, ModelError, Registry};
+use crate::store::{NewCall, Store, StoreError};
+
+/// Bumped when the hashed form of a request changes.
+const REQUEST_HASH_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// A completion and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub completion: Completion,
+    /// Served from the exact cache, without inference.
+    pub cached: bool,
+    pub call_id: i64,
+    pub request_hash: String,
+}
+
+/// The cache key of a prepared request: everything that determines its output.
+pub fn request_hash(model_sha256: &str, fingerprint_id: &str, prepared: &PreparedRequest) -> String {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        version: u32,
+        model_sha256: &'a str,
+        engine_fingerprint: &'a str,
+        prompt: &'a str,
+        sampling: &'a crate::engine::SamplingParams,
+        max_tokens: u32,
+        stop: &'a [String],
+        grammar: Option<&'a str>,
+    }
+    let request = &prepared.request;
+    let key = Key {
+        version: REQUEST_HASH_VERSION,
+        model_sha256,
+        engine_fingerprint: fingerprint_id,
+        prompt: &prepared.rendered,
+        sampling: &request.sampling,
+        max_tokens: request.max_tokens,
+        stop: &request.stop,
+        grammar: request.grammar.as_deref(),
+    };
+    let json = serde_json::to_vec(&key).expect("request keys serialize");
+    hex::encode(Sha256::digest(&json))
+}
+
+/// Verifies a pinned model, loads it, and records it in the store.
+pub fn load_engine(
+    registry: &Registry,
+    store: &Store,
+    name: &str,
+    force_verify: bool,
+    config: EngineConfig,
+) -> Result<Engine, GenerateError> {
+    let pinned = registry.verify(name, store, force_verify)?;
+    let metadata = gguf_info::inspect(pinned.path())
+        .ok()
+        .and_then(|summary| serde_json::to_value(summary).ok());
+    let engine = Engine::load(&pinned, config)?;
+    store.record_model(pinned.pin(), metadata.as_ref())?;
+    Ok(engine)
+}
+
+/// Runs requests for one run, with the exact cache in front of the engine.
+#[derive(Clone)]
+pub struct Generator {
+    engine: Arc<Engine>,
+    store: Arc<Store>,
+    run_id: i64,
+    use_cache: bool,
+}
+
+impl Generator {
+    pub fn new(engine: Arc<Engine>, store: Arc<Store>, run_id: i64) -> Self {
+        Generator {
+            engine,
+            store,
+            run_id,
+            use_cache: true,
+        }
+    }
+
+    /// `false` forces inference even when an identical call is stored (`--no-cache`).
+    pub fn with_cache(mut self, use_cache: bool) -> Self {
+        self.use_cache = use_cache;
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// Generates (or recalls) one completion and records the call.
+    pub async fn generate(&self, request: GenerationRequest) -> Result<Generated, GenerateError> {
+        let started = Instant::now();
+        let prepared = self.engine.prepare(request)?;
+        let fingerprint_id = self.engine.fingerprint().id();
+        let model_sha256 = self.engine.model_sha256();
+        let hash = request_hash(model_sha256, &fingerprint_id, &prepared);
+        let request_json =
+            serde_json::to_string(&prepared.request).expect("requests serialize");
+        let record = |completion: Result<&Completion, &EngineError>, cached: bool| {
+            let (output, prompt_tokens, completion_tokens, stop_reason, error) = match completion {
+                Ok(c) => (
+                    c.text.as_str(),
+                    c.prompt_tokens,
+                    c.completion_tokens,
+                    Some(c.stop_reason.as_str()),
+                    None,
+                ),
+                Err(e) => ("", prepared.prompt_tokens() as u32, 0, None, Some(e.to_string())),
+            };
+            self.store.record_call(&NewCall {
+                run_id: self.run_id,
+                request_hash: &hash,
+                model_sha256,
+                engine_fingerprint_id: &fingerprint_id,
+                request_json: &request_json,
+                prompt: &prepared.rendered,
+                output,
+                prompt_tokens,
+                completion_tokens,
+                stop_reason,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                cached,
+                error: error.as_deref(),
+            })
+        };
+
+        if self.use_cache {
+            if let Some(hit) = self.store.cached_call(&hash)? {
+                let completion = Completion {
+                    text: hit.output,
+                    prompt_tokens: hit.prompt_tokens,
+                    completion_tokens: hit.completion_tokens,
+                    stop_reason: hit
+                        .stop_reason
+                        .as_deref()
+                        .and_then(StopReason::parse)
+                        .unwrap_or(StopReason::EndOfText),
+                    timings: Timings::default(),
+                };
+                let call_id = record(Ok(&completion), true)?;
+                return Ok(Generated {
+                    completion,
+                    cached: true,
+                    call_id,
+                    request_hash: hash,
+                });
+            }
+        }
+
+        match self.engine.submit(prepared.clone()).await {
+            Ok(completion) => {
+                let call_id = record(Ok(&completion), false)?;
+                Ok(Generated {
+                    completion,
+                    cached: false,
+                    call_id,
+                    request_hash: hash,
+                })
+            }
+            Err(EngineError::Cancelled) => Err(EngineError::Cancelled.into()),
+            Err(e) => {
+                record(Err(&e), false)?;
+                Err(e.into())
+            }
+        }
+    }
+}

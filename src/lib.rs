@@ -1,0 +1,10 @@
+//! tuningfork: a fully local optimization appliance for LLM prompt programs.
+//!
+//! The library holds everything; the `tuningfork` binary only parses arguments and calls it.
+//! See `ARCHITECTURE.md` for the map of modules and the invariants they keep.
+
+pub mod bench;
+pub mod engine;
+pub mod generator;
+pub mod models;
+pub mod store;

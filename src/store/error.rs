@@ -1,0 +1,60 @@
+//! Store errors, naming the store file and what to do.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {path}: {message}; pass --store to use another file")]
+    Open { path: PathBuf, message: String },
+    #[error("store {path}: {message}")]
+    Sql { path: PathBuf, message: String },
+    #[error(
+        "store {path} has schema version {version}, newer than this tuningfork supports ({supported}); upgrade tuningfork"
+    )]
+    TooNew {
+        path: PathBuf,
+        version: i64,
+        supported: i64,
+    },
+    #[error("migration {version} ({what}) failed: {message}; the store was left at the previous version")]
+    Migration {
+        version: i64,
+        what: &'static str,
+        message: String,
+    },
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no run {0} in the store; `tuningfork runs list` shows the stored runs")]
+    NoSuchRun(String),
+}
+
+impl StoreError {
+    pub(crate) fn open(path: &Path, e: rusqlite::Error) -> Self {
+        StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn sql(path: Option<&Path>, e: rusqlite::Error) -> Self {
+        let mut message = e.to_string();
+        if let rusqlite::Error::SqliteFailure(code, _) = &e {
+            match code.code {
+                rusqlite::ErrorCode::DiskFull => {
+                    message.push_str("; free disk space and run again: nothing stored so far is lost")
+                }
+                rusqlite::ErrorCode::NotADatabase => {
+                    message.push_str("; the file is not a tuningfork store")
+                }
+                _ => {}
+            }
+        }
+        StoreError::Sql {
+            path: path.map_or_else(|| PathBuf::from(":memory:"), Path::to_path_buf),
+            message,
+        }
+    }
+}

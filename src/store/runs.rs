@@ -1,0 +1,214 @@
+//! Runs: one invocation of tuningfork that produced model calls.
+
+use rusqlite::{OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::engine::EngineFingerprint;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What a new run records up front.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub kind: &'a str,
+    pub config: serde_json::Value,
+    pub seed: Option<u64>,
+    pub model_sha256: Option<&'a str>,
+    pub fingerprint: &'a EngineFingerprint,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub uid: String,
+    pub kind: String,
+    pub config: serde_json::Value,
+    pub seed: Option<i64>,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub model_sha256: Option<String>,
+    pub engine_fingerprint: serde_json::Value,
+    pub engine_fingerprint_id: String,
+    pub host: String,
+    pub error: Option<String>,
+}
+
+/// A run with its call counts, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run: RunRecord,
+    pub calls: i64,
+    pub cache_hits: i64,
+    pub failed_calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+const RUN_COLUMNS: &str = "id, uid, kind, config_json, seed, status, started_at, ended_at, \
+     model_sha256, engine_fingerprint_json, engine_fingerprint_id, host, error";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+        let text: String = row.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    };
+    Ok(RunRecord {
+        id: row.get(0)?,
+        uid: row.get(1)?,
+        kind: row.get(2)?,
+        config: json(3)?,
+        seed: row.get(4)?,
+        status: row.get(5)?,
+        started_at: row.get(6)?,
+        ended_at: row.get(7)?,
+        model_sha256: row.get(8)?,
+        engine_fingerprint: json(9)?,
+        engine_fingerprint_id: row.get(10)?,
+        host: row.get(11)?,
+        error: row.get(12)?,
+    })
+}
+
+impl Store {
+    /// Records the start of a run and returns its id.
+    pub fn begin_run(&self, run: &NewRun<'_>) -> Result<i64, StoreError> {
+        let uid = new_uid();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO runs (uid, kind, config_json, seed, status, model_sha256,
+                               engine_fingerprint_json, engine_fingerprint_id, host)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
+            rusqlite::params![
+                uid,
+                run.kind,
+                run.config.to_string(),
+                run.seed.map(|s| s as i64),
+                run.model_sha256,
+                serde_json::to_string(run.fingerprint).expect("fingerprint serializes"),
+                run.fingerprint.id(),
+                hostname(),
+            ],
+        )
+        .map_err(|e| self.sql_error(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Marks a run as ended.
+    pub fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET status = ?2, error = ?3,
+                   ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+                rusqlite::params![id, status.as_str(), error],
+            )
+            .map_err(|e| self.sql_error(e))?;
+        Ok(())
+    }
+
+    /// One run by numeric id or uid.
+    pub fn run(&self, id_or_uid: &str) -> Result<RunRecord, StoreError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1 OR uid = ?2");
+        let id: i64 = id_or_uid.parse().unwrap_or(-1);
+        conn.query_row(&sql, rusqlite::params![id, id_or_uid], run_from_row)
+            .optional()
+            .map_err(|e| self.sql_error(e))?
+            .ok_or_else(|| StoreError::NoSuchRun(id_or_uid.to_string()))
+    }
+
+    /// The most recent runs with their call counts, newest first.
+    pub fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+        );
+        let mut statement = conn.prepare(&sql).map_err(|e| self.sql_error(e))?;
+        let runs = statement
+            .query_map([limit as i64], run_from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql_error(e))?;
+        drop(statement);
+        drop(conn);
+        runs.into_iter().map(|run| self.summarize(run)).collect()
+    }
+
+    /// Counts of a run's calls.
+    pub fn summarize(&self, run: RunRecord) -> Result<RunSummary, StoreError> {
+        let conn = self.conn();
+        let (calls, cache_hits, failed_calls, prompt_tokens, completion_tokens) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(cached), 0),
+                        COALESCE(SUM(error IS NOT NULL), 0),
+                        COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)
+                 FROM calls WHERE run_id = ?1",
+                [run.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .map_err(|e| self.sql_error(e))?;
+        Ok(RunSummary {
+            run,
+            calls,
+            cache_hits,
+            failed_calls,
+            prompt_tokens,
+            completion_tokens,
+        })
+    }
+}
+
+/// A run id that is unique across machines, for moving runs between stores.
+fn new_uid() -> String {
+    use sha2::{Digest, Sha256};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = Sha256::new();
+    hasher.update(hostname().as_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    hasher.update(nanos.to_le_bytes());
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    hasher.update(
+        COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    hex::encode(&hasher.finalize()[..8])
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
