@@ -60,7 +60,10 @@ pub fn counting_prompt(generator: &Generator, target_tokens: usize) -> String {
 
 /// Measures prefill and decode speed. The first repetition warms up caches and is discarded
 /// when there is more than one.
-pub async fn run(generator: &Generator, options: &BenchOptions) -> Result<BenchReport, GenerateError> {
+pub async fn run(
+    generator: &Generator,
+    options: &BenchOptions,
+) -> Result<BenchReport, GenerateError> {
     let prompt = counting_prompt(generator, options.prompt_tokens);
     let repetitions = options.repetitions.max(1);
     let mut samples = Vec::new();
@@ -82,7 +85,11 @@ pub async fn run(generator: &Generator, options: &BenchOptions) -> Result<BenchR
             decode_ms: c.timings.decode_ms,
         });
     }
-    let prefill = median(samples.iter().map(|s| f64::from(s.prompt_tokens) / (s.prefill_ms / 1e3)));
+    let prefill = median(
+        samples
+            .iter()
+            .map(|s| f64::from(s.prompt_tokens) / (s.prefill_ms / 1e3)),
+    );
     let decode = median(samples.iter().map(|s| {
         // The first generated token's logits come from prefill; decode steps = tokens - 1.
         f64::from(s.completion_tokens.saturating_sub(1)) / (s.decode_ms / 1e3).max(1e-9)
@@ -101,7 +108,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 0 {
+    if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]

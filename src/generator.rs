@@ -41,7 +41,11 @@ pub struct Generated {
 }
 
 /// The cache key of a prepared request: everything that determines its output.
-pub fn request_hash(model_sha256: &str, fingerprint_id: &str, prepared: &PreparedRequest) -> String {
+pub fn request_hash(
+    model_sha256: &str,
+    fingerprint_id: &str,
+    prepared: &PreparedRequest,
+) -> String {
     #[derive(Serialize)]
     struct Key<'a> {
         version: u32,
@@ -125,8 +129,7 @@ impl Generator {
         let fingerprint_id = self.engine.fingerprint().id();
         let model_sha256 = self.engine.model_sha256();
         let hash = request_hash(model_sha256, &fingerprint_id, &prepared);
-        let request_json =
-            serde_json::to_string(&prepared.request).expect("requests serialize");
+        let request_json = serde_json::to_string(&prepared.request).expect("requests serialize");
         let record = |completion: Result<&Completion, &EngineError>, cached: bool| {
             let (output, prompt_tokens, completion_tokens, stop_reason, error) = match completion {
                 Ok(c) => (
@@ -136,7 +139,13 @@ impl Generator {
                     Some(c.stop_reason.as_str()),
                     None,
                 ),
-                Err(e) => ("", prepared.prompt_tokens() as u32, 0, None, Some(e.to_string())),
+                Err(e) => (
+                    "",
+                    prepared.prompt_tokens() as u32,
+                    0,
+                    None,
+                    Some(e.to_string()),
+                ),
             };
             self.store.record_call(&NewCall {
                 run_id: self.run_id,

@@ -23,7 +23,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "TUNINGFORK_STORE", default_value = tuningfork::store::DEFAULT_PATH)]
     pub store: PathBuf,
     /// The directory holding models.toml and the GGUF files.
-    #[arg(long, global = true, env = "TUNINGFORK_MODELS", default_value = "models")]
+    #[arg(
+        long,
+        global = true,
+        env = "TUNINGFORK_MODELS",
+        default_value = "models"
+    )]
     pub models_dir: PathBuf,
     /// More log output (-v: info, -vv: debug). TUNINGFORK_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -122,9 +127,7 @@ pub enum ModelsCommand {
         json: bool,
     },
     /// Check model files against their pins (all models when no name is given).
-    Verify {
-        name: Option<String>,
-    },
+    Verify { name: Option<String> },
     /// Pin a GGUF file you already have: copy it into the models directory and record its hash.
     Add {
         path: PathBuf,

@@ -41,7 +41,8 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     })?;
     let threads = config.resolved_threads();
     let features = engine.fingerprint().cpu_features().join(" ");
-    let generator = Generator::new(Arc::clone(&engine), Arc::clone(&store), run_id).with_cache(false);
+    let generator =
+        Generator::new(Arc::clone(&engine), Arc::clone(&store), run_id).with_cache(false);
     let report = match runtime()?.block_on(bench::run(&generator, &options)) {
         Ok(report) => report,
         Err(e) => {
@@ -54,12 +55,19 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("model      {} ({})", args.model, &engine.model_sha256()[..12]);
+    println!(
+        "model      {} ({})",
+        args.model,
+        &engine.model_sha256()[..12]
+    );
     println!("threads    {threads}");
     println!("ggml       {features}");
     println!("run        {run_id}");
     println!();
-    println!("{:>4} {:>14} {:>14} {:>12} {:>12}", "rep", "prompt tokens", "gen tokens", "prefill ms", "decode ms");
+    println!(
+        "{:>4} {:>14} {:>14} {:>12} {:>12}",
+        "rep", "prompt tokens", "gen tokens", "prefill ms", "decode ms"
+    );
     for (i, s) in report.samples.iter().enumerate() {
         println!(
             "{:>4} {:>14} {:>14} {:>12.1} {:>12.1}",
@@ -71,7 +79,13 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         );
     }
     println!();
-    println!("prefill    {:.1} tokens/s (median)", report.prefill_tokens_per_s);
-    println!("decode     {:.1} tokens/s (median)", report.decode_tokens_per_s);
+    println!(
+        "prefill    {:.1} tokens/s (median)",
+        report.prefill_tokens_per_s
+    );
+    println!(
+        "decode     {:.1} tokens/s (median)",
+        report.decode_tokens_per_s
+    );
     Ok(())
 }

@@ -42,7 +42,10 @@ fn list(global: &GlobalArgs) -> Result<()> {
         println!("no models pinned in {}", registry.path().display());
         return Ok(());
     }
-    println!("{:<16} {:<10} {:>10}  {:<14} {}", "NAME", "PRESENT", "SIZE", "SHA256", "FILE");
+    println!(
+        "{:<16} {:<10} {:>10}  {:<14} FILE",
+        "NAME", "PRESENT", "SIZE", "SHA256"
+    );
     for pin in registry.models() {
         let present = registry.file_path(pin).exists();
         println!(
@@ -83,7 +86,11 @@ fn inspect(global: &GlobalArgs, model: &str, json: bool) -> Result<()> {
     println!("gguf            {}", summary.gguf_version);
     println!("name            {}", or_none(&summary.name));
     println!("architecture    {}", or_none(&summary.architecture));
-    println!("parameters      {} ({})", human_count(summary.parameters), summary.parameters);
+    println!(
+        "parameters      {} ({})",
+        human_count(summary.parameters),
+        summary.parameters
+    );
     println!("quantization    {}", or_none(&summary.file_type));
     let types: Vec<String> = summary
         .tensor_types
@@ -93,7 +100,9 @@ fn inspect(global: &GlobalArgs, model: &str, json: bool) -> Result<()> {
     println!("tensor types    {}", types.join(", "));
     println!(
         "context length  {}",
-        summary.context_length.map_or("-".to_string(), |c| c.to_string())
+        summary
+            .context_length
+            .map_or("-".to_string(), |c| c.to_string())
     );
     match &summary.chat_template {
         Some(t) => println!("chat template   yes ({} chars)", t.len()),
@@ -128,18 +137,25 @@ fn verify(global: &GlobalArgs, name: Option<&str>) -> Result<()> {
 fn add(global: &GlobalArgs, path: &Path, name: &str) -> Result<()> {
     let mut registry = open_registry(global)?;
     if registry.get(name).is_ok() {
-        bail!("a model named `{name}` is already pinned in {}; choose another --name", registry.path().display());
+        bail!(
+            "a model named `{name}` is already pinned in {}; choose another --name",
+            registry.path().display()
+        );
     }
-    let summary = gguf_info::inspect(path)
-        .with_context(|| format!("{} does not look like a GGUF model; only GGUF files can be pinned", path.display()))?;
+    let summary = gguf_info::inspect(path).with_context(|| {
+        format!(
+            "{} does not look like a GGUF model; only GGUF files can be pinned",
+            path.display()
+        )
+    })?;
     let file_name = path
         .file_name()
         .and_then(|f| f.to_str())
         .context("the path has no usable file name")?
         .to_string();
     let target = registry.dir().join(&file_name);
-    let same_file = target.exists()
-        && std::fs::canonicalize(&target).ok() == std::fs::canonicalize(path).ok();
+    let same_file =
+        target.exists() && std::fs::canonicalize(&target).ok() == std::fs::canonicalize(path).ok();
     if target.exists() && !same_file {
         bail!(
             "{} already exists; rename your file or remove the existing one",
@@ -162,7 +178,10 @@ fn add(global: &GlobalArgs, path: &Path, name: &str) -> Result<()> {
         description: summary.name.clone(),
         source: Source::Local { path: original },
     })?;
-    println!("pinned {name}: {} ({size} bytes, sha256 {sha256})", target.display());
+    println!(
+        "pinned {name}: {} ({size} bytes, sha256 {sha256})",
+        target.display()
+    );
     Ok(())
 }
 
@@ -176,7 +195,10 @@ fn pull(global: &GlobalArgs, spec: HubFile, name: Option<String>) -> Result<()> 
             .to_lowercase()
     });
     if registry.get(&name).is_ok() {
-        bail!("a model named `{name}` is already pinned in {}; choose another --name", registry.path().display());
+        bail!(
+            "a model named `{name}` is already pinned in {}; choose another --name",
+            registry.path().display()
+        );
     }
     if spec.revision.len() != 40 || !spec.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
         eprintln!(
@@ -193,11 +215,19 @@ fn pull(global: &GlobalArgs, spec: HubFile, name: Option<String>) -> Result<()> 
         .to_string();
     let target = registry.dir().join(&file_name);
     if target.exists() {
-        bail!("{} already exists; remove it or pull under another name", target.display());
+        bail!(
+            "{} already exists; remove it or pull under another name",
+            target.display()
+        );
     }
     std::fs::create_dir_all(registry.dir())?;
-    std::fs::copy(&downloaded, &target)
-        .with_context(|| format!("cannot copy {} to {}", downloaded.display(), target.display()))?;
+    std::fs::copy(&downloaded, &target).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            downloaded.display(),
+            target.display()
+        )
+    })?;
     let sha256 = sha256_file(&target)?;
     let size = std::fs::metadata(&target)?.len();
     let description = gguf_info::inspect(&target).ok().and_then(|s| s.name);
@@ -213,7 +243,10 @@ fn pull(global: &GlobalArgs, spec: HubFile, name: Option<String>) -> Result<()> 
             file: spec.file,
         },
     })?;
-    println!("pinned {name}: {} ({size} bytes, sha256 {sha256})", target.display());
+    println!(
+        "pinned {name}: {} ({size} bytes, sha256 {sha256})",
+        target.display()
+    );
     Ok(())
 }
 
@@ -225,4 +258,3 @@ fn hub_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache/tuningfork"))
         .join("hub")
 }
-

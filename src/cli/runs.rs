@@ -48,9 +48,18 @@ pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
             println!("started      {}", run.started_at);
             println!("ended        {}", run.ended_at.as_deref().unwrap_or("-"));
             println!("host         {}", run.host);
-            println!("model        {}", run.model_sha256.as_deref().unwrap_or("-"));
-            println!("engine       {} {}", run.engine_fingerprint_id, run.engine_fingerprint);
-            println!("seed         {}", run.seed.map_or("-".to_string(), |s| s.to_string()));
+            println!(
+                "model        {}",
+                run.model_sha256.as_deref().unwrap_or("-")
+            );
+            println!(
+                "engine       {} {}",
+                run.engine_fingerprint_id, run.engine_fingerprint
+            );
+            println!(
+                "seed         {}",
+                run.seed.map_or("-".to_string(), |s| s.to_string())
+            );
             println!("config       {}", run.config);
             if let Some(error) = &run.error {
                 println!("error        {error}");

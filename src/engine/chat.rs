@@ -64,6 +64,9 @@ mod tests {
             text,
             "Answer briefly.\n\nUser: 2+2?\n\nAssistant: 4\n\nUser: 3+3?\n\nAssistant:"
         );
-        assert_eq!(render_plain(&[Message::user("hi")]), "User: hi\n\nAssistant:");
+        assert_eq!(
+            render_plain(&[Message::user("hi")]),
+            "User: hi\n\nAssistant:"
+        );
     }
 }

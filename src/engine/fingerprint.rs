@@ -63,7 +63,12 @@ impl EngineFingerprint {
         };
         a.iter()
             .filter(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k}: {v} vs {}", b.get(k).unwrap_or(&serde_json::Value::Null)))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {v} vs {}",
+                    b.get(k).unwrap_or(&serde_json::Value::Null)
+                )
+            })
             .collect()
     }
 }

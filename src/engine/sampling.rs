@@ -124,8 +124,9 @@ impl Rng {
 /// Range reduction `x = k ln2 + r` with `|r| <= ln2 / 2`, then a degree-13 Taylor polynomial
 /// (error below 1e-16 on that interval), then scaling by `2^k` through the exponent bits.
 pub fn det_exp(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    // fdlibm's split of ln 2: the high part has trailing zero bits so that `k * LN2_HI` is exact.
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     if x.is_nan() {
         return f64::NAN;
     }
@@ -257,7 +258,11 @@ mod tests {
         let first: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
         assert_eq!(
             first,
-            [0x1578_0b2e_0c2e_c716, 0x6104_d986_6d11_3a7e, 0xae17_5332_39e4_99a1]
+            [
+                0x1578_0b2e_0c2e_c716,
+                0x6104_d986_6d11_3a7e,
+                0xae17_5332_39e4_99a1
+            ]
         );
         assert_ne!(Rng::new(43).next_u64(), first[0]);
         let u = Rng::new(7).next_f64();

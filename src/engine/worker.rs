@@ -104,10 +104,16 @@ fn generate(
     let mut masked: Vec<f32> = Vec::new();
     let (text, stop_reason) = loop {
         if generated >= request.max_tokens {
-            break (String::from_utf8_lossy(&bytes).into_owned(), StopReason::MaxTokens);
+            break (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                StopReason::MaxTokens,
+            );
         }
         if pos >= n_ctx {
-            break (String::from_utf8_lossy(&bytes).into_owned(), StopReason::ContextFull);
+            break (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                StopReason::ContextFull,
+            );
         }
         if reply.is_closed() {
             return Err(EngineError::Cancelled);
@@ -121,11 +127,17 @@ fn generate(
             }
         };
         let Some(token) = choice else {
-            break (String::from_utf8_lossy(&bytes).into_owned(), StopReason::GrammarComplete);
+            break (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                StopReason::GrammarComplete,
+            );
         };
         let token = LlamaToken(token as i32);
         if vocab.is_eog(token) {
-            break (String::from_utf8_lossy(&bytes).into_owned(), StopReason::EndOfText);
+            break (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                StopReason::EndOfText,
+            );
         }
         if let Some(grammar) = grammar.as_mut() {
             grammar

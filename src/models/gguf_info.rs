@@ -38,7 +38,12 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, ModelError> {
     // candle appends a backtrace to some messages; the first line is the user's part.
     let content = Content::read(&mut file).map_err(|e| {
         let text = e.to_string();
-        gguf_error(text.lines().next().unwrap_or("unreadable header").to_string())
+        gguf_error(
+            text.lines()
+                .next()
+                .unwrap_or("unreadable header")
+                .to_string(),
+        )
     })?;
     let string = |key: &str| {
         content

@@ -111,7 +111,10 @@ impl Registry {
         for pin in &file.model {
             validate_name(&pin.name).map_err(|_| ModelError::RegistryParse {
                 path: path.clone(),
-                message: format!("model name `{}` has characters other than letters, digits, '.', '-' and '_'", pin.name),
+                message: format!(
+                    "model name `{}` has characters other than letters, digits, '.', '-' and '_'",
+                    pin.name
+                ),
             })?;
             if !seen.insert(pin.name.clone()) {
                 return Err(ModelError::RegistryParse {
@@ -356,7 +359,9 @@ mod tests {
         let err = registry.verify("m", &NoMemo, false).unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, ModelError::HashMismatch { .. }));
-        assert!(message.contains("m.gguf") && message.contains(&pin("m", "m.gguf", b"right").sha256));
+        assert!(
+            message.contains("m.gguf") && message.contains(&pin("m", "m.gguf", b"right").sha256)
+        );
 
         std::fs::write(dir.path().join("m.gguf"), b"right").unwrap();
         let pinned = registry.verify("m", &NoMemo, false).unwrap();

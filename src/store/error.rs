@@ -43,9 +43,8 @@ impl StoreError {
         let mut message = e.to_string();
         if let rusqlite::Error::SqliteFailure(code, _) = &e {
             match code.code {
-                rusqlite::ErrorCode::DiskFull => {
-                    message.push_str("; free disk space and run again: nothing stored so far is lost")
-                }
+                rusqlite::ErrorCode::DiskFull => message
+                    .push_str("; free disk space and run again: nothing stored so far is lost"),
                 rusqlite::ErrorCode::NotADatabase => {
                     message.push_str("; the file is not a tuningfork store")
                 }

@@ -57,7 +57,8 @@ impl Store {
 
     /// A store that lives only in memory (tests, dry runs).
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        let conn = Connection::open_in_memory().map_err(|e| StoreError::open(Path::new(":memory:"), e))?;
+        let conn =
+            Connection::open_in_memory().map_err(|e| StoreError::open(Path::new(":memory:"), e))?;
         let store = Store {
             conn: Mutex::new(conn),
             path: None,
@@ -141,7 +142,14 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(sha256) DO UPDATE SET
                    metadata_json = COALESCE(excluded.metadata_json, models.metadata_json)",
-                rusqlite::params![pin.sha256, pin.name, pin.file, pin.size as i64, pin_json, metadata],
+                rusqlite::params![
+                    pin.sha256,
+                    pin.name,
+                    pin.file,
+                    pin.size as i64,
+                    pin_json,
+                    metadata
+                ],
             )
             .map_err(|e| self.sql_error(e))?;
         Ok(())
@@ -176,11 +184,19 @@ impl HashMemo for Store {
              ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
                sha256 = excluded.sha256,
                verified_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            rusqlite::params![key.to_string_lossy(), size as i64, mtime_ns.to_string(), sha256],
+            rusqlite::params![
+                key.to_string_lossy(),
+                size as i64,
+                mtime_ns.to_string(),
+                sha256
+            ],
         );
         // Forgetting a verification only costs a re-hash next time.
         if let Err(e) = result {
-            tracing::warn!("could not remember the verified hash of {}: {e}", path.display());
+            tracing::warn!(
+                "could not remember the verified hash of {}: {e}",
+                path.display()
+            );
         }
     }
 }

@@ -146,9 +146,7 @@ impl Store {
     /// The most recent runs with their call counts, newest first.
     pub fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let conn = self.conn();
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
-        );
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1");
         let mut statement = conn.prepare(&sql).map_err(|e| self.sql_error(e))?;
         let runs = statement
             .query_map([limit as i64], run_from_row)

@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: the real models in `models/`, fresh stores.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use tuningfork::engine::{Engine, EngineConfig};
+use tuningfork::generator::{load_engine, Generator};
+use tuningfork::models::Registry;
+use tuningfork::store::{NewRun, Store};
+
+pub const SMOLLM: &str = "smollm2-135m";
+pub const GEMMA: &str = "gemma3-270m";
+
+pub fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+pub fn registry() -> Registry {
+    Registry::open(&models_dir()).expect("models/models.toml parses")
+}
+
+/// Loads a shipped model; fails with the fix when the file is missing.
+pub fn load(name: &str, config: EngineConfig) -> Engine {
+    let store = Store::open_in_memory().unwrap();
+    load_engine(&registry(), &store, name, false, config).unwrap_or_else(|e| {
+        panic!("{e}\n(the tests need the real models: run scripts/fetch-models.sh)")
+    })
+}
+
+/// One engine per model per test binary: tests in a binary run in parallel threads, and two
+/// engines side by side would fight over the CPU cores.
+pub fn shared(name: &str) -> Arc<Engine> {
+    static SMOL: OnceLock<Arc<Engine>> = OnceLock::new();
+    static GEM: OnceLock<Arc<Engine>> = OnceLock::new();
+    let cell = match name {
+        SMOLLM => &SMOL,
+        GEMMA => &GEM,
+        other => panic!("no shared engine for {other}"),
+    };
+    Arc::clone(cell.get_or_init(|| Arc::new(load(name, EngineConfig::default()))))
+}
+
+/// A generator over `engine` writing into `store` under a new run.
+pub fn generator(engine: Arc<Engine>, store: Arc<Store>) -> Generator {
+    let run_id = store
+        .begin_run(&NewRun {
+            kind: "test",
+            config: serde_json::json!({}),
+            seed: None,
+            model_sha256: Some(engine.model_sha256()),
+            fingerprint: engine.fingerprint(),
+        })
+        .unwrap();
+    Generator::new(engine, store, run_id)
+}
+
+pub fn memory_store() -> Arc<Store> {
+    Arc::new(Store::open_in_memory().unwrap())
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
