@@ -126,3 +126,114 @@ mod tests {
         assert_eq!(median(std::iter::empty()), 0.0);
     }
 }
+
+/// The shared-prefix workload of the scheduler benchmark: `requests` few-shot prompts that
+/// share a long prefix (instructions and demonstrations) and differ in a short question.
+pub fn shared_prefix_workload(requests: usize, max_tokens: u32) -> Vec<GenerationRequest> {
+    use crate::engine::Message;
+    let mut prefix = vec![Message::system(
+        "You are a support assistant for a hardware store. Read the customer's message and \
+         answer in one short, friendly sentence that names the department they need: tools, \
+         garden, paint, plumbing, electrical or returns. Be precise, do not invent products, \
+         and never promise delivery dates. Examples of good answers follow.",
+    )];
+    let shots = [
+        ("My kitchen tap drips all night, what do I need?", "Plumbing can help you with a new washer or cartridge for the tap."),
+        ("I want to repaint my fence before summer.", "Paint has outdoor wood stains and brushes for fences."),
+        ("The drill I bought last week does not charge.", "Returns will exchange the drill or its battery for you."),
+        ("Which cable do I need for a new ceiling light?", "Electrical can match the cable to your ceiling light."),
+        ("Our lawn has brown patches everywhere.", "Garden has lawn feed and seed to repair brown patches."),
+        ("I need a saw that cuts metal pipes.", "Tools carries hacksaws and pipe cutters for metal."),
+        ("Can I bring back paint that was mixed for me?", "Returns can check whether mixed paint can be taken back."),
+        ("Our shower drain is blocked again.", "Plumbing has drain cleaners and snakes for blocked showers."),
+    ];
+    for (question, answer) in shots {
+        prefix.push(Message::user(question));
+        prefix.push(Message::assistant(answer));
+    }
+    let subjects = [
+        "hedge", "ladder", "wallpaper", "socket", "radiator", "hammer", "tiles", "lamp",
+    ];
+    let problems = [
+        "is broken and I need a replacement before the weekend",
+        "looks old and I would like something more modern for the hallway",
+        "was delivered in the wrong size and I kept the receipt",
+        "keeps failing and my neighbour says it is unsafe",
+        "needs to be installed but I have never done this before",
+        "is too expensive at the other store, do you have a cheaper one",
+        "came without instructions and some parts seem to be missing",
+        "has to match the colour of the living room walls exactly",
+    ];
+    (0..requests)
+        .map(|i| {
+            let question = format!(
+                "Request {i}: my {} {}.",
+                subjects[i % subjects.len()],
+                problems[(i / subjects.len()) % problems.len()]
+            );
+            let mut messages = prefix.clone();
+            messages.push(Message::user(question));
+            GenerationRequest::chat(messages, max_tokens)
+        })
+        .collect()
+}
+
+/// Wall time and throughput of one scheduler mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeReport {
+    pub mode: String,
+    pub wall_s: f64,
+    pub requests: usize,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cache_hits: usize,
+}
+
+impl ModeReport {
+    /// Prompt and generated tokens handled per second of wall time.
+    pub fn tokens_per_s(&self) -> f64 {
+        (self.prompt_tokens + self.completion_tokens) as f64 / self.wall_s.max(1e-9)
+    }
+}
+
+/// Runs every request of `workload` through `generator`, all at once (`concurrent`) or one
+/// after another, and measures the wall time.
+pub async fn run_workload(
+    generator: &Generator,
+    workload: &[GenerationRequest],
+    concurrent: bool,
+    mode: &str,
+) -> Result<ModeReport, GenerateError> {
+    let started = std::time::Instant::now();
+    let results = if concurrent {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, request) in workload.iter().cloned().enumerate() {
+            let generator = generator.clone();
+            set.spawn(async move { (i, generator.generate(request).await) });
+        }
+        let mut results = Vec::with_capacity(workload.len());
+        while let Some(joined) = set.join_next().await {
+            let (i, result) = joined.expect("benchmark tasks do not panic");
+            results.push((i, result?));
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, g)| g).collect::<Vec<_>>()
+    } else {
+        let mut results = Vec::with_capacity(workload.len());
+        for request in workload {
+            results.push(generator.generate(request.clone()).await?);
+        }
+        results
+    };
+    Ok(ModeReport {
+        mode: mode.to_string(),
+        wall_s: started.elapsed().as_secs_f64(),
+        requests: results.len(),
+        prompt_tokens: results.iter().map(|g| u64::from(g.completion.prompt_tokens)).sum(),
+        completion_tokens: results
+            .iter()
+            .map(|g| u64::from(g.completion.completion_tokens))
+            .sum(),
+        cache_hits: results.iter().filter(|g| g.cached).count(),
+    })
+}

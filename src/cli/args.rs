@@ -40,12 +40,18 @@ pub struct EngineArgs {
     /// CPU threads (default: the number of physical cores).
     #[arg(long, env = "TUNINGFORK_THREADS")]
     pub threads: Option<u32>,
-    /// Context window in tokens.
+    /// Context window of each sequence, in tokens.
     #[arg(long, default_value_t = 4096)]
     pub ctx_size: u32,
-    /// Prompt tokens evaluated per step.
+    /// Tokens evaluated per step (decode tokens plus prompt chunks).
     #[arg(long, default_value_t = 512)]
     pub batch_size: u32,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Do not reuse the KV cache of shared prompt prefixes.
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
     /// Layers to offload to the GPU (CUDA, Metal and Vulkan builds).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
@@ -183,6 +189,13 @@ pub struct BenchArgs {
     pub gen_tokens: u32,
     #[arg(long, default_value_t = 3)]
     pub repetitions: usize,
+    /// Instead: the scheduler workload — N requests sharing a ~400-token prefix, run one at a
+    /// time, batched, batched with prefix reuse, and again from the cache.
+    #[arg(long)]
+    pub scheduler: bool,
+    /// Requests in the scheduler workload.
+    #[arg(long, default_value_t = 64)]
+    pub requests: usize,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -11,6 +11,9 @@ use super::args::{BenchArgs, GlobalArgs};
 use super::{engine_config, open_registry, open_store, runtime};
 
 pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
+    if args.scheduler {
+        return scheduler(global, args);
+    }
     let store = open_store(global)?;
     let registry = open_registry(global)?;
     let config = engine_config(&args.engine);
@@ -87,5 +90,84 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         "decode     {:.1} tokens/s (median)",
         report.decode_tokens_per_s
     );
+    Ok(())
+}
+
+/// The four modes of the scheduler benchmark, each on a fresh engine (never two at once).
+fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
+    let store = open_store(global)?;
+    let registry = open_registry(global)?;
+    let base = engine_config(&args.engine);
+    let workload = bench::shared_prefix_workload(args.requests, args.gen_tokens);
+    let runtime = runtime()?;
+    let modes = [
+        ("a  one at a time, no reuse", 1, false, false, false),
+        ("b  batched, no reuse", base.slots, false, true, false),
+        ("c  batched, prefix reuse", base.slots, true, true, false),
+        ("d  warm-cache rerun", base.slots, true, true, true),
+    ];
+    let mut reports = Vec::new();
+    for (mode, slots, prefix_reuse, concurrent, cache) in modes {
+        let config = tuningfork::engine::EngineConfig {
+            slots,
+            prefix_reuse,
+            ..base.clone()
+        };
+        let engine = Arc::new(load_engine(&registry, &store, &args.model, args.engine.verify, config.clone())?);
+        let run_id = store.begin_run(&NewRun {
+            kind: "bench",
+            config: serde_json::json!({
+                "benchmark": "scheduler",
+                "mode": mode,
+                "model": args.model,
+                "engine": config,
+                "requests": args.requests,
+                "gen_tokens": args.gen_tokens,
+                "cache": cache,
+            }),
+            seed: None,
+            model_sha256: Some(engine.model_sha256()),
+            fingerprint: engine.fingerprint(),
+        })?;
+        let generator = Generator::new(engine, Arc::clone(&store), run_id).with_cache(cache);
+        let report = runtime.block_on(bench::run_workload(&generator, &workload, concurrent, mode));
+        store.finish_run(
+            run_id,
+            if report.is_ok() { RunStatus::Completed } else { RunStatus::Failed },
+            report.as_ref().err().map(|e| e.to_string()).as_deref(),
+        )?;
+        let report = report?;
+        if !args.json {
+            eprintln!("{mode}: {:.1} s", report.wall_s);
+        }
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    let baseline = reports[0].wall_s;
+    println!(
+        "model {}, {} requests, {} slots, {} threads",
+        args.model,
+        args.requests,
+        base.slots,
+        base.resolved_threads()
+    );
+    println!(
+        "{:<30} {:>9} {:>12} {:>12} {:>10} {:>8}",
+        "mode", "wall s", "prompt tok", "gen tok", "tok/s", "speedup"
+    );
+    for r in &reports {
+        println!(
+            "{:<30} {:>9.2} {:>12} {:>12} {:>10.0} {:>7.1}x",
+            r.mode,
+            r.wall_s,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.tokens_per_s(),
+            baseline / r.wall_s.max(1e-9)
+        );
+    }
     Ok(())
 }

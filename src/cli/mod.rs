@@ -38,6 +38,8 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
         threads: args.threads,
         n_ctx: args.ctx_size,
         n_batch: args.batch_size,
+        slots: args.slots,
+        prefix_reuse: !args.no_prefix_reuse,
         gpu_layers: args.gpu_layers,
     }
 }

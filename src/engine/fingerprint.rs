@@ -24,6 +24,7 @@ pub struct EngineFingerprint {
     pub sampler_version: u32,
     pub flash_attention: bool,
     pub kv_unified: bool,
+    pub swa_full: bool,
 }
 
 impl EngineFingerprint {
@@ -39,6 +40,7 @@ impl EngineFingerprint {
             sampler_version: SAMPLER_VERSION,
             flash_attention: false,
             kv_unified: false,
+            swa_full: true,
         }
     }
 
@@ -86,16 +88,22 @@ fn backend_name() -> &'static str {
 }
 
 fn system_info() -> String {
-    // SAFETY: `llama_print_system_info` takes no arguments and returns a pointer to a static,
-    // NUL-terminated buffer owned by llama.cpp, valid until the next call. We copy it at once.
-    let text = unsafe {
-        let ptr = llama_cpp_sys_2::llama_print_system_info();
-        if ptr.is_null() {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned()
-    };
-    text.trim().to_string()
+    // llama.cpp rebuilds one static string on every call, so concurrent calls race: ask once.
+    static INFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INFO.get_or_init(|| {
+        // SAFETY: `llama_print_system_info` takes no arguments and returns a pointer to a
+        // static, NUL-terminated buffer owned by llama.cpp, valid until the next call; the
+        // OnceLock makes this the only call, and the text is copied at once.
+        let text = unsafe {
+            let ptr = llama_cpp_sys_2::llama_print_system_info();
+            if ptr.is_null() {
+                return String::new();
+            }
+            std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned()
+        };
+        text.trim().to_string()
+    })
+    .clone()
 }
 
 /// Extracts the `NAME = 1` entries of a ggml system-info string.

@@ -6,13 +6,16 @@
 //! An [`Engine`] owns one loaded model. Rendering and tokenizing happen on the caller's side
 //! ([`Engine::prepare`]), because the model is shareable across threads; the llama.cpp context
 //! is not, so one worker thread owns it and serves requests sent over a channel, each with its
-//! own reply channel ([`worker`]).
+//! own reply channel. The worker batches sequences continuously and reuses shared prompt
+//! prefixes ([`worker`]); a request's output never depends on what it was batched with.
 
 pub mod chat;
 mod error;
 pub mod fingerprint;
+mod queue;
 pub mod request;
 pub mod sampling;
+mod slot;
 mod worker;
 
 use std::num::NonZeroU32;
@@ -38,10 +41,14 @@ use crate::models::PinnedModel;
 pub struct EngineConfig {
     /// CPU threads; `None` means the number of physical cores.
     pub threads: Option<u32>,
-    /// Context window in tokens.
+    /// Context window of each sequence, in tokens.
     pub n_ctx: u32,
-    /// Prompt tokens evaluated per decode call.
+    /// Tokens evaluated per batch (decode tokens plus prompt chunks).
     pub n_batch: u32,
+    /// Sequences decoded together.
+    pub slots: u32,
+    /// Reuse the KV cache of shared prompt prefixes.
+    pub prefix_reuse: bool,
     /// Layers offloaded to a GPU backend (ignored by CPU builds).
     pub gpu_layers: u32,
 }
@@ -52,6 +59,8 @@ impl Default for EngineConfig {
             threads: None,
             n_ctx: 4096,
             n_batch: 512,
+            slots: 4,
+            prefix_reuse: true,
             gpu_layers: 0,
         }
     }
@@ -144,6 +153,9 @@ impl PreparedRequest {
 
 enum Command {
     Generate {
+        /// Requests of one group (one run, one optimization loop) are served in order;
+        /// groups take turns.
+        group: u64,
         prepared: PreparedRequest,
         reply: oneshot::Sender<Result<Completion, EngineError>>,
     },
@@ -288,12 +300,26 @@ impl Engine {
     }
 
     /// Queues a prepared request and waits for its completion. Dropping the future cancels the
-    /// request.
+    /// request (and frees its slot).
     pub async fn submit(&self, prepared: PreparedRequest) -> Result<Completion, EngineError> {
+        self.submit_in(0, prepared).await
+    }
+
+    /// [`Engine::submit`] as part of `group`: groups take turns when requests wait, so one
+    /// busy loop cannot starve another. The queue is bounded: when it is full, this waits.
+    pub async fn submit_in(
+        &self,
+        group: u64,
+        prepared: PreparedRequest,
+    ) -> Result<Completion, EngineError> {
         let (reply, receiver) = oneshot::channel();
         let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
         commands
-            .send(Command::Generate { prepared, reply })
+            .send(Command::Generate {
+                group,
+                prepared,
+                reply,
+            })
             .await
             .map_err(|_| EngineError::Stopped)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
@@ -371,11 +397,17 @@ fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
 
 fn context_params(config: &EngineConfig) -> llama_cpp_2::context::params::LlamaContextParams {
     let threads = config.resolved_threads() as i32;
+    let slots = config.slots.max(1);
+    let n_batch = config.n_batch.max(slots).max(1);
+    // With a non-unified KV cache every sequence gets its own n_ctx / n_seq_max cells.
     llama_cpp_2::context::params::LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(config.n_ctx.max(16)))
-        .with_n_batch(config.n_batch.max(1))
-        .with_n_ubatch(config.n_batch.max(1))
-        .with_n_seq_max(1)
+        .with_n_ctx(NonZeroU32::new(config.n_ctx.max(16) * slots))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch)
+        .with_n_seq_max(slots)
+        // Sliding-window layers keep every position, so a sequence can be cut back to any
+        // shared prefix and reused.
+        .with_swa_full(true)
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
         // Both are off for reproducibility: flash attention over many query rows and a unified

@@ -1,28 +1,65 @@
-//! The engine thread: owns the llama.cpp context and answers one request at a time.
+//! The engine thread: owns the llama.cpp context and runs continuous batching over a fixed set
+//! of sequence slots.
 //!
-//! Each request starts from an empty KV cache, so its output depends only on its own tokens and
-//! parameters, never on what ran before it.
+//! Each loop iteration takes in new requests, admits waiting ones into free slots, builds one
+//! batch — one token for every decoding slot, then prompt chunks of prefilling slots up to the
+//! batch size — evaluates it, and samples for every slot whose logits came out. A finished slot
+//! is free at once.
+//!
+//! Shared-prefix reuse: a slot keeps its KV cache after its request ends, with the tokens it
+//! holds. A new request goes to the free slot holding the longest common prefix and evaluates
+//! only the rest; when another slot holds a longer one, its sequence state is copied over first.
+//! A request whose prefix another slot is still computing waits for it rather than computing it
+//! twice.
 
-use std::time::Instant;
-
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
-use llama_cpp_2::token::data::LlamaTokenData;
-use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sampling::{self, Rng};
-use super::{
-    context_params, Command, Completion, EngineConfig, EngineError, PreparedRequest, StopReason,
-    Timings,
-};
+use super::queue::FairQueue;
+use super::slot::{Generation, Step};
+use super::{context_params, Command, Completion, EngineConfig, EngineError, PreparedRequest};
+
+/// Copying another slot's state pays off only above this many shared tokens.
+const MIN_COPY_TOKENS: usize = 32;
+
+struct Job {
+    prepared: PreparedRequest,
+    reply: oneshot::Sender<Result<Completion, EngineError>>,
+}
+
+/// What a slot is doing.
+enum Phase {
+    Idle,
+    /// Evaluating prompt tokens from `next` on.
+    Prefill { next: usize },
+    /// Generating; `last` is the token to evaluate next.
+    Decode { last: LlamaToken },
+}
+
+struct Slot {
+    seq: i32,
+    /// The tokens whose KV entries this slot's sequence holds, positions 0.. in order.
+    kv_tokens: Vec<LlamaToken>,
+    phase: Phase,
+    job: Option<Job>,
+    generation: Option<Generation>,
+    /// When the slot was last given work (for least-recently-used eviction).
+    last_used: u64,
+}
+
+impl Slot {
+    fn is_free(&self) -> bool {
+        self.job.is_none()
+    }
+}
 
 /// The worker loop. Reports context creation through `ready`, then serves until every sender
-/// of `commands` is dropped.
+/// of `commands` is dropped and all accepted work is answered.
 pub(super) fn run(
     backend: &LlamaBackend,
     model: &LlamaModel,
@@ -38,183 +75,316 @@ pub(super) fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    let n_batch = config.n_batch.max(1) as usize;
-    while let Some(command) = commands.blocking_recv() {
-        match command {
-            Command::Generate { prepared, reply } => {
-                if reply.is_closed() {
-                    continue;
-                }
-                let result = generate(&mut ctx, model, n_batch, &prepared, &reply);
-                let _ = reply.send(result);
+    let mut worker = Worker {
+        slots: (0..config.slots.max(1) as i32)
+            .map(|seq| Slot {
+                seq,
+                kv_tokens: Vec::new(),
+                phase: Phase::Idle,
+                job: None,
+                generation: None,
+                last_used: 0,
+            })
+            .collect(),
+        queue: FairQueue::new(),
+        n_batch: config.n_batch.max(config.slots).max(1) as usize,
+        n_ctx: config.n_ctx as usize,
+        prefix_reuse: config.prefix_reuse,
+        clock: 0,
+        prefill_cursor: 0,
+    };
+    let mut open = true;
+    loop {
+        if open && worker.is_idle() {
+            match commands.blocking_recv() {
+                Some(command) => worker.accept(command),
+                None => open = false,
             }
         }
+        while open {
+            match commands.try_recv() {
+                Ok(command) => worker.accept(command),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if !open && worker.is_idle() {
+            break;
+        }
+        worker.drop_cancelled();
+        worker.admit(&mut ctx, model);
+        worker.step(&mut ctx, model);
     }
 }
 
-fn generate(
-    ctx: &mut LlamaContext<'_>,
-    model: &LlamaModel,
+struct Worker {
+    slots: Vec<Slot>,
+    queue: FairQueue<Job>,
     n_batch: usize,
-    prepared: &PreparedRequest,
-    reply: &oneshot::Sender<Result<Completion, EngineError>>,
-) -> Result<Completion, EngineError> {
-    let request = &prepared.request;
-    let tokens = &prepared.tokens;
-    let n_ctx = ctx.n_ctx() as usize;
-    if tokens.len() >= n_ctx {
-        return Err(EngineError::PromptTooLong {
-            tokens: tokens.len(),
-            n_ctx: n_ctx as u32,
-        });
-    }
-    ctx.clear_kv_cache();
-
-    let started = Instant::now();
-    let mut batch = LlamaBatch::new(n_batch.max(1), 1);
-    for (chunk_index, chunk) in tokens.chunks(n_batch).enumerate() {
-        batch.clear();
-        for (offset, &token) in chunk.iter().enumerate() {
-            let pos = chunk_index * n_batch + offset;
-            batch
-                .add(token, pos as i32, &[0], pos + 1 == tokens.len())
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-        }
-        ctx.decode(&mut batch)
-            .map_err(|e| EngineError::Decode(e.to_string()))?;
-        if reply.is_closed() {
-            return Err(EngineError::Cancelled);
-        }
-    }
-    let prefill_done = Instant::now();
-
-    let mut grammar = match &request.grammar {
-        Some(text) => Some(
-            LlamaSampler::grammar(model, text, "root")
-                .map_err(|e| EngineError::Grammar(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let vocab = model.vocab();
-    let mut rng = Rng::new(request.sampling.seed);
-    let mut bytes: Vec<u8> = Vec::new();
-    let mut generated = 0u32;
-    let mut pos = tokens.len();
-    let mut logits_index = batch.n_tokens() - 1;
-    let mut masked: Vec<f32> = Vec::new();
-    let (text, stop_reason) = loop {
-        if generated >= request.max_tokens {
-            break (
-                String::from_utf8_lossy(&bytes).into_owned(),
-                StopReason::MaxTokens,
-            );
-        }
-        if pos >= n_ctx {
-            break (
-                String::from_utf8_lossy(&bytes).into_owned(),
-                StopReason::ContextFull,
-            );
-        }
-        if reply.is_closed() {
-            return Err(EngineError::Cancelled);
-        }
-        let logits = ctx.get_logits_ith(logits_index);
-        let choice = match grammar.as_mut() {
-            None => sampling::sample(logits, &request.sampling, &mut rng),
-            Some(grammar) => {
-                apply_grammar(grammar, logits, &mut masked);
-                sampling::sample(&masked, &request.sampling, &mut rng)
-            }
-        };
-        let Some(token) = choice else {
-            break (
-                String::from_utf8_lossy(&bytes).into_owned(),
-                StopReason::GrammarComplete,
-            );
-        };
-        let token = LlamaToken(token as i32);
-        if vocab.is_eog(token) {
-            break (
-                String::from_utf8_lossy(&bytes).into_owned(),
-                StopReason::EndOfText,
-            );
-        }
-        if let Some(grammar) = grammar.as_mut() {
-            grammar
-                .try_accept(token)
-                .map_err(|e| EngineError::Grammar(e.to_string()))?;
-        }
-        generated += 1;
-        vocab.token_to_piece_into(token, &mut bytes, false, None);
-        if !request.stop.is_empty() {
-            let text = String::from_utf8_lossy(&bytes);
-            if let Some(cut) = earliest_stop(&text, &request.stop) {
-                break (text[..cut].to_string(), StopReason::StopString);
-            }
-        }
-        if generated >= request.max_tokens {
-            continue;
-        }
-        batch.clear();
-        batch
-            .add(token, pos as i32, &[0], true)
-            .map_err(|e| EngineError::Decode(e.to_string()))?;
-        ctx.decode(&mut batch)
-            .map_err(|e| EngineError::Decode(e.to_string()))?;
-        logits_index = 0;
-        pos += 1;
-    };
-    let finished = Instant::now();
-    Ok(Completion {
-        text,
-        prompt_tokens: tokens.len() as u32,
-        completion_tokens: generated,
-        stop_reason,
-        timings: Timings {
-            prefill_ms: (prefill_done - started).as_secs_f64() * 1e3,
-            decode_ms: (finished - prefill_done).as_secs_f64() * 1e3,
-        },
-    })
+    n_ctx: usize,
+    prefix_reuse: bool,
+    clock: u64,
+    prefill_cursor: usize,
 }
 
-/// Writes `logits` into `out` with every token the grammar rejects set to `-inf`.
-fn apply_grammar(grammar: &mut LlamaSampler, logits: &[f32], out: &mut Vec<f32>) {
-    let mut array = LlamaTokenDataArray::from_iter(
-        logits
+impl Worker {
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.slots.iter().all(Slot::is_free)
+    }
+
+    fn accept(&mut self, command: Command) {
+        match command {
+            Command::Generate {
+                group,
+                prepared,
+                reply,
+            } => self.queue.push(group, Job { prepared, reply }),
+        }
+    }
+
+    /// Requests whose caller went away are dropped; their slots are freed (the KV they computed
+    /// stays, for reuse).
+    fn drop_cancelled(&mut self) {
+        self.queue.retain(|job| !job.reply.is_closed());
+        for slot in &mut self.slots {
+            if slot.job.as_ref().is_some_and(|job| job.reply.is_closed()) {
+                slot.job = None;
+                slot.generation = None;
+                slot.phase = Phase::Idle;
+            }
+        }
+    }
+
+    /// Moves waiting requests into free slots.
+    fn admit(&mut self, ctx: &mut LlamaContext<'_>, model: &LlamaModel) {
+        while let Some(job) = self.queue.peek() {
+            let Some(target) = self.choose_slot(&job.prepared.tokens) else {
+                return;
+            };
+            let tokens = job.prepared.tokens.clone();
+            if self.prefix_reuse && self.prefix_being_computed(&tokens) {
+                // Another slot is computing this prefix right now: wait, then copy it.
+                return;
+            }
+            let job = self.queue.pop().expect("peeked");
+            let generation =
+                match Generation::new(model, &job.prepared.request, job.prepared.tokens.len()) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = job.reply.send(Err(e));
+                        continue;
+                    }
+                };
+            let start = self.prepare_kv(ctx, target, &tokens);
+            self.clock += 1;
+            let slot = &mut self.slots[target];
+            slot.phase = Phase::Prefill { next: start };
+            slot.job = Some(job);
+            slot.generation = Some(generation);
+            slot.last_used = self.clock;
+        }
+    }
+
+    /// The free slot for `tokens`: the one holding the longest common prefix, else the least
+    /// recently used.
+    fn choose_slot(&self, tokens: &[LlamaToken]) -> Option<usize> {
+        self.slots
             .iter()
             .enumerate()
-            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
-        false,
-    );
-    array.apply_sampler(grammar);
-    out.clear();
-    out.resize(logits.len(), f32::NEG_INFINITY);
-    for data in &array.data {
-        let id = data.id().0 as usize;
-        if id < out.len() {
-            out[id] = data.logit();
+            .filter(|(_, s)| s.is_free())
+            .max_by_key(|(_, s)| {
+                let shared = if self.prefix_reuse {
+                    common_prefix(&s.kv_tokens, tokens)
+                } else {
+                    0
+                };
+                (shared, std::cmp::Reverse(s.last_used))
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Whether a busy slot is still evaluating a prompt that shares more with `tokens` than
+    /// any slot already holds.
+    fn prefix_being_computed(&self, tokens: &[LlamaToken]) -> bool {
+        let held = self
+            .slots
+            .iter()
+            .map(|s| common_prefix(&s.kv_tokens, tokens))
+            .max()
+            .unwrap_or(0);
+        self.slots.iter().any(|s| {
+            matches!(s.phase, Phase::Prefill { .. })
+                && s.job.as_ref().is_some_and(|job| {
+                    let pending = common_prefix(&job.prepared.tokens, tokens).min(tokens.len() - 1);
+                    pending >= held + MIN_COPY_TOKENS
+                })
+        })
+    }
+
+    /// Readies slot `target`'s KV cache for `tokens` and returns the first position still to
+    /// evaluate.
+    fn prepare_kv(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        target: usize,
+        tokens: &[LlamaToken],
+    ) -> usize {
+        let seq = self.slots[target].seq;
+        // At least the last prompt token is evaluated, for its logits.
+        let limit = tokens.len() - 1;
+        if !self.prefix_reuse {
+            clear_sequence(ctx, seq);
+            self.slots[target].kv_tokens.clear();
+            return 0;
+        }
+        let own = common_prefix(&self.slots[target].kv_tokens, tokens).min(limit);
+        let best_other = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != target)
+            .map(|(i, s)| (i, common_prefix(&s.kv_tokens, tokens).min(limit)))
+            .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)));
+        if let Some((source, shared)) = best_other {
+            if shared >= own + MIN_COPY_TOKENS {
+                match copy_sequence(ctx, self.slots[source].seq, seq) {
+                    Ok(()) => {
+                        truncate_sequence(ctx, seq, shared);
+                        let kept = self.slots[source].kv_tokens[..shared].to_vec();
+                        self.slots[target].kv_tokens = kept;
+                        return shared;
+                    }
+                    Err(e) => {
+                        tracing::warn!("prefix copy failed ({e}); evaluating the prompt in full");
+                        clear_sequence(ctx, seq);
+                        self.slots[target].kv_tokens.clear();
+                        return 0;
+                    }
+                }
+            }
+        }
+        truncate_sequence(ctx, seq, own);
+        self.slots[target].kv_tokens.truncate(own);
+        own
+    }
+
+    /// Builds and evaluates one batch, then samples for every slot with new logits.
+    fn step(&mut self, ctx: &mut LlamaContext<'_>, model: &LlamaModel) {
+        let mut batch = LlamaBatch::new(self.n_batch, 1);
+        // (slot, batch index of its logits) and (slot, tokens this batch adds to its KV)
+        let mut outputs: Vec<(usize, i32)> = Vec::new();
+        let mut added: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
+
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Phase::Decode { last } = slot.phase {
+                let pos = slot.kv_tokens.len() as i32;
+                if batch.add(last, pos, &[slot.seq], true).is_ok() {
+                    outputs.push((i, batch.n_tokens() - 1));
+                    added.push((i, vec![last]));
+                }
+            }
+        }
+        let n = self.slots.len();
+        for k in 0..n {
+            let i = (self.prefill_cursor + k) % n;
+            let slot = &self.slots[i];
+            let Phase::Prefill { next } = slot.phase else {
+                continue;
+            };
+            let budget = self.n_batch.saturating_sub(batch.n_tokens() as usize);
+            if budget == 0 {
+                break;
+            }
+            let tokens = &slot.job.as_ref().expect("busy slot has a job").prepared.tokens;
+            let end = (next + budget).min(tokens.len());
+            for (offset, &token) in tokens[next..end].iter().enumerate() {
+                let pos = next + offset;
+                let last = pos + 1 == tokens.len();
+                batch
+                    .add(token, pos as i32, &[slot.seq], last)
+                    .expect("the batch has room for the budgeted tokens");
+                if last {
+                    outputs.push((i, batch.n_tokens() - 1));
+                }
+            }
+            added.push((i, tokens[next..end].to_vec()));
+        }
+        self.prefill_cursor = (self.prefill_cursor + 1) % n;
+        if batch.n_tokens() == 0 {
+            return;
+        }
+
+        if let Err(e) = ctx.decode(&mut batch) {
+            // The batch's sequences are in an unknown state: fail their requests, forget their
+            // KV, and carry on with the rest.
+            let error = EngineError::Decode(e.to_string());
+            for (i, _) in &added {
+                let slot = &mut self.slots[*i];
+                clear_sequence(ctx, slot.seq);
+                slot.kv_tokens.clear();
+                slot.phase = Phase::Idle;
+                slot.generation = None;
+                if let Some(job) = slot.job.take() {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+            return;
+        }
+        for (i, tokens) in added {
+            let slot = &mut self.slots[i];
+            slot.kv_tokens.extend_from_slice(&tokens);
+            if let Phase::Prefill { next } = slot.phase {
+                slot.phase = Phase::Prefill {
+                    next: next + tokens.len(),
+                };
+            }
+        }
+        for (i, index) in outputs {
+            let logits = ctx.get_logits_ith(index);
+            let n_ctx = self.n_ctx;
+            let slot = &mut self.slots[i];
+            let (Some(job), Some(generation)) = (slot.job.as_ref(), slot.generation.as_mut())
+            else {
+                continue;
+            };
+            let position = slot.kv_tokens.len();
+            match generation.next(model, &job.prepared.request, logits, position, n_ctx) {
+                Ok(Step::Continue(token)) => slot.phase = Phase::Decode { last: token },
+                Ok(Step::Finished(completion)) => {
+                    finish(slot, Ok(completion));
+                }
+                Err(e) => finish(slot, Err(e)),
+            }
         }
     }
 }
 
-/// The byte offset of the earliest stop string in `text`, if any.
-fn earliest_stop(text: &str, stops: &[String]) -> Option<usize> {
-    stops
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
-        .min()
+fn finish(slot: &mut Slot, result: Result<Completion, EngineError>) {
+    slot.phase = Phase::Idle;
+    slot.generation = None;
+    if let Some(job) = slot.job.take() {
+        let _ = job.reply.send(result);
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
 
-    #[test]
-    fn earliest_stop_wins() {
-        let stops = vec!["\n\n".to_string(), "END".to_string(), String::new()];
-        assert_eq!(earliest_stop("abc END\n\n", &stops), Some(4));
-        assert_eq!(earliest_stop("a\n\nEND", &stops), Some(1));
-        assert_eq!(earliest_stop("nothing", &stops), None);
-    }
+fn clear_sequence(ctx: &mut LlamaContext<'_>, seq: i32) {
+    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+}
+
+fn truncate_sequence(ctx: &mut LlamaContext<'_>, seq: i32, keep: usize) {
+    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None);
+}
+
+/// Replaces `dst`'s KV entries with a copy of `src`'s.
+fn copy_sequence(ctx: &mut LlamaContext<'_>, src: i32, dst: i32) -> Result<(), EngineError> {
+    let state = ctx
+        .state_seq_get(src, LlamaStateSeqFlags::empty())
+        .map_err(|e| EngineError::Decode(format!("cannot read sequence {src}: {e}")))?;
+    clear_sequence(ctx, dst);
+    ctx.state_seq_set(&state, dst)
+        .map_err(|e| EngineError::Decode(format!("cannot restore into sequence {dst}: {e}")))
 }

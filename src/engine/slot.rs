@@ -1,0 +1,178 @@
+//! One sequence's generation state: from the prompt's last logits to a finished [`Completion`].
+//!
+//! A [`Generation`] sees only its own logits, in its own order, with its own random generator;
+//! nothing in it depends on which other sequences share the batch.
+
+use std::time::Instant;
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
+
+use super::sampling::{self, Rng};
+use super::{Completion, EngineError, GenerationRequest, StopReason, Timings};
+
+/// What happened after one token was chosen.
+pub(super) enum Step {
+    /// Feed this token back and continue.
+    Continue(LlamaToken),
+    /// Generation ended.
+    Finished(Completion),
+}
+
+/// Sampling, grammar and stop-string state of one request.
+pub(super) struct Generation {
+    rng: Rng,
+    grammar: Option<LlamaSampler>,
+    masked: Vec<f32>,
+    bytes: Vec<u8>,
+    generated: u32,
+    prompt_tokens: u32,
+    started: Instant,
+    prefill_done: Option<Instant>,
+}
+
+impl Generation {
+    pub(super) fn new(
+        model: &LlamaModel,
+        request: &GenerationRequest,
+        prompt_tokens: usize,
+    ) -> Result<Self, EngineError> {
+        let grammar = match &request.grammar {
+            Some(text) => Some(
+                LlamaSampler::grammar(model, text, "root")
+                    .map_err(|e| EngineError::Grammar(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Generation {
+            rng: Rng::new(request.sampling.seed),
+            grammar,
+            masked: Vec::new(),
+            bytes: Vec::new(),
+            generated: 0,
+            prompt_tokens: prompt_tokens as u32,
+            started: Instant::now(),
+            prefill_done: None,
+        })
+    }
+
+    /// The completion as it stands, ended for `reason`.
+    fn finish(&self, text: String, reason: StopReason) -> Completion {
+        let now = Instant::now();
+        let prefill_done = self.prefill_done.unwrap_or(now);
+        Completion {
+            text,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.generated,
+            stop_reason: reason,
+            timings: Timings {
+                prefill_ms: (prefill_done - self.started).as_secs_f64() * 1e3,
+                decode_ms: (now - prefill_done).as_secs_f64() * 1e3,
+            },
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Chooses the next token from `logits`. `position` is where that token would go;
+    /// `n_ctx` the sequence's context size.
+    pub(super) fn next(
+        &mut self,
+        model: &LlamaModel,
+        request: &GenerationRequest,
+        logits: &[f32],
+        position: usize,
+        n_ctx: usize,
+    ) -> Result<Step, EngineError> {
+        if self.prefill_done.is_none() {
+            self.prefill_done = Some(Instant::now());
+        }
+        if self.generated >= request.max_tokens {
+            return Ok(Step::Finished(self.finish(self.text(), StopReason::MaxTokens)));
+        }
+        if position >= n_ctx {
+            return Ok(Step::Finished(self.finish(self.text(), StopReason::ContextFull)));
+        }
+        let choice = match self.grammar.as_mut() {
+            None => sampling::sample(logits, &request.sampling, &mut self.rng),
+            Some(grammar) => {
+                apply_grammar(grammar, logits, &mut self.masked);
+                sampling::sample(&self.masked, &request.sampling, &mut self.rng)
+            }
+        };
+        let Some(token) = choice else {
+            return Ok(Step::Finished(self.finish(self.text(), StopReason::GrammarComplete)));
+        };
+        let token = LlamaToken(token as i32);
+        let vocab = model.vocab();
+        if vocab.is_eog(token) {
+            return Ok(Step::Finished(self.finish(self.text(), StopReason::EndOfText)));
+        }
+        if let Some(grammar) = self.grammar.as_mut() {
+            grammar
+                .try_accept(token)
+                .map_err(|e| EngineError::Grammar(e.to_string()))?;
+        }
+        self.generated += 1;
+        vocab.token_to_piece_into(token, &mut self.bytes, false, None);
+        if !request.stop.is_empty() {
+            let text = self.text();
+            if let Some(cut) = earliest_stop(&text, &request.stop) {
+                return Ok(Step::Finished(
+                    self.finish(text[..cut].to_string(), StopReason::StopString),
+                ));
+            }
+        }
+        if self.generated >= request.max_tokens {
+            return Ok(Step::Finished(self.finish(self.text(), StopReason::MaxTokens)));
+        }
+        Ok(Step::Continue(token))
+    }
+}
+
+/// Writes `logits` into `out` with every token the grammar rejects set to `-inf`.
+fn apply_grammar(grammar: &mut LlamaSampler, logits: &[f32], out: &mut Vec<f32>) {
+    let mut array = LlamaTokenDataArray::from_iter(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+        false,
+    );
+    array.apply_sampler(grammar);
+    out.clear();
+    out.resize(logits.len(), f32::NEG_INFINITY);
+    for data in &array.data {
+        let id = data.id().0 as usize;
+        if id < out.len() {
+            out[id] = data.logit();
+        }
+    }
+}
+
+/// The byte offset of the earliest stop string in `text`, if any.
+fn earliest_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earliest_stop_wins() {
+        let stops = vec!["\n\n".to_string(), "END".to_string(), String::new()];
+        assert_eq!(earliest_stop("abc END\n\n", &stops), Some(4));
+        assert_eq!(earliest_stop("a\n\nEND", &stops), Some(1));
+        assert_eq!(earliest_stop("nothing", &stops), None);
+    }
+}
