@@ -138,21 +138,52 @@ pub fn shared_prefix_workload(requests: usize, max_tokens: u32) -> Vec<Generatio
          and never promise delivery dates. Examples of good answers follow.",
     )];
     let shots = [
-        ("My kitchen tap drips all night, what do I need?", "Plumbing can help you with a new washer or cartridge for the tap."),
-        ("I want to repaint my fence before summer.", "Paint has outdoor wood stains and brushes for fences."),
-        ("The drill I bought last week does not charge.", "Returns will exchange the drill or its battery for you."),
-        ("Which cable do I need for a new ceiling light?", "Electrical can match the cable to your ceiling light."),
-        ("Our lawn has brown patches everywhere.", "Garden has lawn feed and seed to repair brown patches."),
-        ("I need a saw that cuts metal pipes.", "Tools carries hacksaws and pipe cutters for metal."),
-        ("Can I bring back paint that was mixed for me?", "Returns can check whether mixed paint can be taken back."),
-        ("Our shower drain is blocked again.", "Plumbing has drain cleaners and snakes for blocked showers."),
+        (
+            "My kitchen tap drips all night, what do I need?",
+            "Plumbing can help you with a new washer or cartridge for the tap.",
+        ),
+        (
+            "I want to repaint my fence before summer.",
+            "Paint has outdoor wood stains and brushes for fences.",
+        ),
+        (
+            "The drill I bought last week does not charge.",
+            "Returns will exchange the drill or its battery for you.",
+        ),
+        (
+            "Which cable do I need for a new ceiling light?",
+            "Electrical can match the cable to your ceiling light.",
+        ),
+        (
+            "Our lawn has brown patches everywhere.",
+            "Garden has lawn feed and seed to repair brown patches.",
+        ),
+        (
+            "I need a saw that cuts metal pipes.",
+            "Tools carries hacksaws and pipe cutters for metal.",
+        ),
+        (
+            "Can I bring back paint that was mixed for me?",
+            "Returns can check whether mixed paint can be taken back.",
+        ),
+        (
+            "Our shower drain is blocked again.",
+            "Plumbing has drain cleaners and snakes for blocked showers.",
+        ),
     ];
     for (question, answer) in shots {
         prefix.push(Message::user(question));
         prefix.push(Message::assistant(answer));
     }
     let subjects = [
-        "hedge", "ladder", "wallpaper", "socket", "radiator", "hammer", "tiles", "lamp",
+        "hedge",
+        "ladder",
+        "wallpaper",
+        "socket",
+        "radiator",
+        "hammer",
+        "tiles",
+        "lamp",
     ];
     let problems = [
         "is broken and I need a replacement before the weekend",
@@ -229,7 +260,10 @@ pub async fn run_workload(
         mode: mode.to_string(),
         wall_s: started.elapsed().as_secs_f64(),
         requests: results.len(),
-        prompt_tokens: results.iter().map(|g| u64::from(g.completion.prompt_tokens)).sum(),
+        prompt_tokens: results
+            .iter()
+            .map(|g| u64::from(g.completion.prompt_tokens))
+            .sum(),
         completion_tokens: results
             .iter()
             .map(|g| u64::from(g.completion.completion_tokens))

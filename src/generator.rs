@@ -187,7 +187,11 @@ impl Generator {
             }
         }
 
-        match self.engine.submit_in(self.run_id as u64, prepared.clone()).await {
+        match self
+            .engine
+            .submit_in(self.run_id as u64, prepared.clone())
+            .await
+        {
             Ok(completion) => {
                 let call_id = record(Ok(&completion), false)?;
                 Ok(Generated {

@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use tuningfork::engine::{Completion, Engine, EngineConfig, GenerationRequest, Message, SamplingParams};
+use tuningfork::engine::{
+    Completion, Engine, EngineConfig, GenerationRequest, Message, SamplingParams,
+};
 
 /// 36 requests: long shared few-shot prefixes with distinct questions, short unrelated prompts,
 /// raw prompts, greedy and seeded sampling, a grammar.
@@ -86,13 +88,13 @@ fn mixed_requests() -> Vec<GenerationRequest> {
     .enumerate()
     {
         requests.push(
-            GenerationRequest::raw(*text, 24).with_sampling(SamplingParams::seeded(1.0, 7 + i as u64)),
+            GenerationRequest::raw(*text, 24)
+                .with_sampling(SamplingParams::seeded(1.0, 7 + i as u64)),
         );
     }
     for q in ["Is the sun hot?", "Is ice warm?", "Do fish swim?"] {
-        requests.push(
-            GenerationRequest::chat(few_shot(q), 4).with_grammar(r#"root ::= "yes" | "no""#),
-        );
+        requests
+            .push(GenerationRequest::chat(few_shot(q), 4).with_grammar(r#"root ::= "yes" | "no""#));
     }
     requests
 }
@@ -156,7 +158,10 @@ fn check_contract(model: &str) {
                 "{model}: request {i} differs with slots={slots} prefix_reuse={prefix_reuse} n_batch={n_batch}"
             );
             assert_eq!(a.stop_reason, b.stop_reason, "{model}: request {i}");
-            assert_eq!(a.completion_tokens, b.completion_tokens, "{model}: request {i}");
+            assert_eq!(
+                a.completion_tokens, b.completion_tokens,
+                "{model}: request {i}"
+            );
         }
         // Alone again on the batched engine, after the batch: still identical.
         let again = block_on(engine.generate(requests[0].clone())).unwrap();
@@ -197,12 +202,9 @@ fn a_dropped_request_frees_its_slot_and_others_finish() {
         handle.abort();
         // With one slot, this only finishes if the aborted request gave its slot up.
         let short = GenerationRequest::raw("Hello", 4);
-        let done = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            engine.generate(short),
-        )
-        .await
-        .expect("the dropped request must not hold the only slot");
+        let done = tokio::time::timeout(std::time::Duration::from_secs(20), engine.generate(short))
+            .await
+            .expect("the dropped request must not hold the only slot");
         assert!(done.is_ok());
     });
 }

@@ -113,7 +113,13 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
             prefix_reuse,
             ..base.clone()
         };
-        let engine = Arc::new(load_engine(&registry, &store, &args.model, args.engine.verify, config.clone())?);
+        let engine = Arc::new(load_engine(
+            &registry,
+            &store,
+            &args.model,
+            args.engine.verify,
+            config.clone(),
+        )?);
         let run_id = store.begin_run(&NewRun {
             kind: "bench",
             config: serde_json::json!({
@@ -133,7 +139,11 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         let report = runtime.block_on(bench::run_workload(&generator, &workload, concurrent, mode));
         store.finish_run(
             run_id,
-            if report.is_ok() { RunStatus::Completed } else { RunStatus::Failed },
+            if report.is_ok() {
+                RunStatus::Completed
+            } else {
+                RunStatus::Failed
+            },
             report.as_ref().err().map(|e| e.to_string()).as_deref(),
         )?;
         let report = report?;

@@ -25,11 +25,15 @@ pub struct EngineFingerprint {
     pub flash_attention: bool,
     pub kv_unified: bool,
     pub swa_full: bool,
+    /// ggml's tiled K-quant matrix product (see `engine::TILED_MATMUL_ENV`).
+    pub tiled_matmul: bool,
 }
 
 impl EngineFingerprint {
     /// The fingerprint of this binary's engine.
     pub fn current() -> Self {
+        // The backend decides the tiled-matmul setting; make sure it has.
+        let _ = super::backend();
         EngineFingerprint {
             tuningfork: env!("CARGO_PKG_VERSION").to_string(),
             llama_cpp_2: env!("TF_LLAMA_CPP_2_VERSION").to_string(),
@@ -41,6 +45,7 @@ impl EngineFingerprint {
             flash_attention: false,
             kv_unified: false,
             swa_full: true,
+            tiled_matmul: super::tiled_matmul_enabled(),
         }
     }
 

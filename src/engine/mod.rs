@@ -26,7 +26,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 pub use error::EngineError;
 pub use fingerprint::EngineFingerprint;
@@ -34,6 +34,10 @@ pub use request::{Completion, GenerationRequest, Message, Prompt, Role, StopReas
 pub use sampling::SamplingParams;
 
 use crate::models::PinnedModel;
+
+/// Requests an engine accepts before callers wait: enough to keep every slot busy and the
+/// queue deep enough for fair turns, small enough to bound memory.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// How the engine is set up. Nothing here changes a model's output (see the fingerprint for
 /// what does), only its speed and capacity.
@@ -109,9 +113,24 @@ fn count_physical_cores(cpuinfo: &str) -> Option<u32> {
 /// the one handle lives for the whole process.
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
+/// ggml's tiled K-quant matrix product (Q4_K, Q6_K, … weights) takes over from its dot
+/// products once a batch has enough rows, and rounds differently: a sequence's logits would
+/// depend on how many rows share its batch. It reads this variable once, at its first use.
+pub const TILED_MATMUL_ENV: &str = "GGML_CPU_TILED_MM";
+
+/// Whether ggml's tiled K-quant matrix product is enabled in this process.
+pub fn tiled_matmul_enabled() -> bool {
+    std::env::var(TILED_MATMUL_ENV).is_ok_and(|v| v.trim().parse::<i64>().unwrap_or(1) != 0)
+}
+
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
+            if std::env::var_os(TILED_MATMUL_ENV).is_none() {
+                // Off unless the user asked for it (and accepts batch-dependent output); set
+                // before llama.cpp runs anything, while no other thread reads the environment.
+                std::env::set_var(TILED_MATMUL_ENV, "0");
+            }
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
             LlamaBackend::init().map_err(|e| e.to_string())
         })
@@ -165,6 +184,8 @@ enum Command {
 pub struct Engine {
     loaded: Arc<LoadedModel>,
     commands: Option<mpsc::Sender<Command>>,
+    /// Requests accepted and not yet answered, bounded: a caller beyond the bound waits.
+    in_flight: Arc<Semaphore>,
     worker: Option<JoinHandle<()>>,
     config: EngineConfig,
     fingerprint: EngineFingerprint,
@@ -189,7 +210,7 @@ impl Engine {
         })?;
         let format = detect_chat_format(&model);
         let loaded = Arc::new(LoadedModel { model, format });
-        let (commands, receiver) = mpsc::channel(256);
+        let (commands, receiver) = mpsc::channel(MAX_IN_FLIGHT);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker_loaded = Arc::clone(&loaded);
         let worker_config = config.clone();
@@ -219,6 +240,7 @@ impl Engine {
         Ok(Engine {
             loaded,
             commands: Some(commands),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             worker: Some(worker),
             config,
             fingerprint: EngineFingerprint::current(),
@@ -312,6 +334,12 @@ impl Engine {
         group: u64,
         prepared: PreparedRequest,
     ) -> Result<Completion, EngineError> {
+        // Held until the answer arrives (or this future is dropped): backpressure.
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Stopped)?;
         let (reply, receiver) = oneshot::channel();
         let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
         commands

@@ -36,12 +36,9 @@ impl<T> FairQueue<T> {
 
     /// The group whose turn it is.
     fn next_group(&self) -> Option<u64> {
-        let after = self.last.and_then(|last| {
-            self.groups
-                .range(last + 1..)
-                .next()
-                .map(|(g, _)| *g)
-        });
+        let after = self
+            .last
+            .and_then(|last| self.groups.range(last + 1..).next().map(|(g, _)| *g));
         after.or_else(|| self.groups.keys().next().copied())
     }
 

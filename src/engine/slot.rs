@@ -93,10 +93,14 @@ impl Generation {
             self.prefill_done = Some(Instant::now());
         }
         if self.generated >= request.max_tokens {
-            return Ok(Step::Finished(self.finish(self.text(), StopReason::MaxTokens)));
+            return Ok(Step::Finished(
+                self.finish(self.text(), StopReason::MaxTokens),
+            ));
         }
         if position >= n_ctx {
-            return Ok(Step::Finished(self.finish(self.text(), StopReason::ContextFull)));
+            return Ok(Step::Finished(
+                self.finish(self.text(), StopReason::ContextFull),
+            ));
         }
         let choice = match self.grammar.as_mut() {
             None => sampling::sample(logits, &request.sampling, &mut self.rng),
@@ -106,12 +110,16 @@ impl Generation {
             }
         };
         let Some(token) = choice else {
-            return Ok(Step::Finished(self.finish(self.text(), StopReason::GrammarComplete)));
+            return Ok(Step::Finished(
+                self.finish(self.text(), StopReason::GrammarComplete),
+            ));
         };
         let token = LlamaToken(token as i32);
         let vocab = model.vocab();
         if vocab.is_eog(token) {
-            return Ok(Step::Finished(self.finish(self.text(), StopReason::EndOfText)));
+            return Ok(Step::Finished(
+                self.finish(self.text(), StopReason::EndOfText),
+            ));
         }
         if let Some(grammar) = self.grammar.as_mut() {
             grammar
@@ -129,7 +137,9 @@ impl Generation {
             }
         }
         if self.generated >= request.max_tokens {
-            return Ok(Step::Finished(self.finish(self.text(), StopReason::MaxTokens)));
+            return Ok(Step::Finished(
+                self.finish(self.text(), StopReason::MaxTokens),
+            ));
         }
         Ok(Step::Continue(token))
     }

@@ -36,9 +36,13 @@ struct Job {
 enum Phase {
     Idle,
     /// Evaluating prompt tokens from `next` on.
-    Prefill { next: usize },
+    Prefill {
+        next: usize,
+    },
     /// Generating; `last` is the token to evaluate next.
-    Decode { last: LlamaToken },
+    Decode {
+        last: LlamaToken,
+    },
 }
 
 struct Slot {
@@ -295,7 +299,12 @@ impl Worker {
             if budget == 0 {
                 break;
             }
-            let tokens = &slot.job.as_ref().expect("busy slot has a job").prepared.tokens;
+            let tokens = &slot
+                .job
+                .as_ref()
+                .expect("busy slot has a job")
+                .prepared
+                .tokens;
             let end = (next + budget).min(tokens.len());
             for (offset, &token) in tokens[next..end].iter().enumerate() {
                 let pos = next + offset;
