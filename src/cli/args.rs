@@ -184,9 +184,9 @@ pub struct BenchArgs {
     /// Approximate prompt length in tokens.
     #[arg(long, default_value_t = 256)]
     pub prompt_tokens: usize,
-    /// Tokens generated per repetition.
-    #[arg(long, default_value_t = 64)]
-    pub gen_tokens: u32,
+    /// Tokens generated per request (default: 64, or 24 with --scheduler).
+    #[arg(long)]
+    pub gen_tokens: Option<u32>,
     #[arg(long, default_value_t = 3)]
     pub repetitions: usize,
     /// Instead: the scheduler workload — N requests sharing a ~400-token prefix, run one at a

@@ -26,7 +26,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     )?);
     let options = BenchOptions {
         prompt_tokens: args.prompt_tokens,
-        gen_tokens: args.gen_tokens,
+        gen_tokens: args.gen_tokens.unwrap_or(64),
         repetitions: args.repetitions,
     };
     let run_id = store.begin_run(&NewRun {
@@ -98,7 +98,8 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     let store = open_store(global)?;
     let registry = open_registry(global)?;
     let base = engine_config(&args.engine);
-    let workload = bench::shared_prefix_workload(args.requests, args.gen_tokens);
+    let gen_tokens = args.gen_tokens.unwrap_or(24);
+    let workload = bench::shared_prefix_workload(args.requests, gen_tokens);
     let runtime = runtime()?;
     let modes = [
         ("a  one at a time, no reuse", 1, false, false, false),
@@ -128,7 +129,7 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
                 "model": args.model,
                 "engine": config,
                 "requests": args.requests,
-                "gen_tokens": args.gen_tokens,
+                "gen_tokens": gen_tokens,
                 "cache": cache,
             }),
             seed: None,

@@ -1,10 +1,9 @@
 //! The engine thread: owns the llama.cpp context and runs continuous batching over a fixed set
 //! of sequence slots.
 //!
-//! Each loop iteration takes in new requests, admits waiting ones into free slots, builds one
-//! batch — one token for every decoding slot, then prompt chunks of prefilling slots up to the
-//! batch size — evaluates it, and samples for every slot whose logits came out. A finished slot
-//! is free at once.
+//! Each loop iteration takes in new requests, admits waiting ones into free slots, evaluates
+//! one token for every decoding slot, then prompt chunks of prefilling slots up to the batch
+//! size, and samples for every slot whose logits came out. A finished slot is free at once.
 //!
 //! Shared-prefix reuse: a slot keeps its KV cache after its request ends, with the tokens it
 //! holds. A new request goes to the free slot holding the longest common prefix and evaluates
@@ -272,74 +271,101 @@ impl Worker {
         own
     }
 
-    /// Builds and evaluates one batch, then samples for every slot with new logits.
+    /// One scheduling step: a batch with the next token of every decoding slot, then a batch of
+    /// prompt chunks of prefilling slots (up to the batch size in all). The two are kept apart
+    /// because llama.cpp splits a multi-sequence batch into equal shares per sequence, which
+    /// would cut prompt chunks next to single decode tokens into single-token pieces.
     fn step(&mut self, ctx: &mut LlamaContext<'_>, model: &LlamaModel) {
-        let mut batch = LlamaBatch::new(self.n_batch, 1);
-        // (slot, batch index of its logits) and (slot, tokens this batch adds to its KV)
-        let mut outputs: Vec<(usize, i32)> = Vec::new();
-        let mut added: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
-
-        for (i, slot) in self.slots.iter().enumerate() {
-            if let Phase::Decode { last } = slot.phase {
-                let pos = slot.kv_tokens.len() as i32;
-                if batch.add(last, pos, &[slot.seq], true).is_ok() {
-                    outputs.push((i, batch.n_tokens() - 1));
-                    added.push((i, vec![last]));
-                }
-            }
+        let decoding: Vec<(usize, Vec<LlamaToken>)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| match slot.phase {
+                Phase::Decode { last } => Some((i, vec![last])),
+                _ => None,
+            })
+            .collect();
+        let mut budget = self.n_batch.saturating_sub(decoding.len());
+        if !decoding.is_empty() {
+            self.evaluate(ctx, model, decoding);
         }
         let n = self.slots.len();
+        let mut prefill = Vec::new();
         for k in 0..n {
-            let i = (self.prefill_cursor + k) % n;
-            let slot = &self.slots[i];
-            let Phase::Prefill { next } = slot.phase else {
-                continue;
-            };
-            let budget = self.n_batch.saturating_sub(batch.n_tokens() as usize);
             if budget == 0 {
                 break;
             }
-            let tokens = &slot
-                .job
-                .as_ref()
-                .expect("busy slot has a job")
-                .prepared
-                .tokens;
+            let i = (self.prefill_cursor + k) % n;
+            let slot = &self.slots[i];
+            let (Phase::Prefill { next }, Some(job)) = (&slot.phase, &slot.job) else {
+                continue;
+            };
+            let tokens = &job.prepared.tokens;
             let end = (next + budget).min(tokens.len());
-            for (offset, &token) in tokens[next..end].iter().enumerate() {
-                let pos = next + offset;
-                let last = pos + 1 == tokens.len();
-                batch
-                    .add(token, pos as i32, &[slot.seq], last)
-                    .expect("the batch has room for the budgeted tokens");
-                if last {
-                    outputs.push((i, batch.n_tokens() - 1));
-                }
-            }
-            added.push((i, tokens[next..end].to_vec()));
+            let chunk = tokens[*next..end].to_vec();
+            budget -= chunk.len();
+            prefill.push((i, chunk));
+        }
+        if !prefill.is_empty() {
+            self.evaluate(ctx, model, prefill);
         }
         self.prefill_cursor = (self.prefill_cursor + 1) % n;
+    }
+
+    /// Evaluates `work` (slot, tokens to append to its sequence) in one batch and samples for
+    /// every slot whose logits came out: decoding slots, and prefilling slots whose prompt ends
+    /// in this batch.
+    fn evaluate(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        model: &LlamaModel,
+        work: Vec<(usize, Vec<LlamaToken>)>,
+    ) {
+        let total: usize = work.iter().map(|(_, tokens)| tokens.len()).sum();
+        let mut batch = LlamaBatch::new(total.max(1), 1);
+        let mut outputs: Vec<(usize, i32)> = Vec::new();
+        for (i, tokens) in &work {
+            let slot = &self.slots[*i];
+            let start = slot.kv_tokens.len();
+            let wants_logits = match slot.phase {
+                Phase::Decode { .. } => true,
+                Phase::Prefill { next } => slot
+                    .job
+                    .as_ref()
+                    .is_some_and(|job| next + tokens.len() == job.prepared.tokens.len()),
+                Phase::Idle => false,
+            };
+            for (offset, &token) in tokens.iter().enumerate() {
+                let last = offset + 1 == tokens.len();
+                batch
+                    .add(
+                        token,
+                        (start + offset) as i32,
+                        &[slot.seq],
+                        last && wants_logits,
+                    )
+                    .expect("the batch is sized for its tokens");
+            }
+            if wants_logits {
+                outputs.push((*i, batch.n_tokens() - 1));
+            }
+        }
         if batch.n_tokens() == 0 {
             return;
         }
-
         if let Err(e) = ctx.decode(&mut batch) {
             // The batch's sequences are in an unknown state: fail their requests, forget their
             // KV, and carry on with the rest.
             let error = EngineError::Decode(e.to_string());
-            for (i, _) in &added {
+            for (i, _) in &work {
                 let slot = &mut self.slots[*i];
                 clear_sequence(ctx, slot.seq);
                 slot.kv_tokens.clear();
-                slot.phase = Phase::Idle;
-                slot.generation = None;
-                if let Some(job) = slot.job.take() {
-                    let _ = job.reply.send(Err(error.clone()));
-                }
+                finish(slot, Err(error.clone()));
             }
             return;
         }
-        for (i, tokens) in added {
+        for (i, tokens) in work {
             let slot = &mut self.slots[i];
             slot.kv_tokens.extend_from_slice(&tokens);
             if let Phase::Prefill { next } = slot.phase {
@@ -359,9 +385,7 @@ impl Worker {
             let position = slot.kv_tokens.len();
             match generation.next(model, &job.prepared.request, logits, position, n_ctx) {
                 Ok(Step::Continue(token)) => slot.phase = Phase::Decode { last: token },
-                Ok(Step::Finished(completion)) => {
-                    finish(slot, Ok(completion));
-                }
+                Ok(Step::Finished(completion)) => finish(slot, Ok(completion)),
                 Err(e) => finish(slot, Err(e)),
             }
         }
