@@ -198,8 +198,7 @@ pub fn shared_prefix_workload(requests: usize, max_tokens: u32) -> Vec<Generatio
     (0..requests)
         .map(|i| {
             let question = format!(
-                "Request {i}: hello, the {} in our house {}. Which department should I ask, \
-                 and what should I bring with me?",
+                "Request {i}: the {} in our house {}. Which department?",
                 subjects[i % subjects.len()],
                 problems[(i / subjects.len()) % problems.len()]
             );

@@ -99,10 +99,10 @@ fn mixed_requests() -> Vec<GenerationRequest> {
     requests
 }
 
-fn alone(engine: &Engine, requests: &[GenerationRequest]) -> Vec<Completion> {
+fn alone(engine: &Arc<Engine>, requests: &[GenerationRequest]) -> Vec<Completion> {
     requests
         .iter()
-        .map(|r| block_on(engine.generate(r.clone())).unwrap())
+        .map(|r| block_on(complete(engine, r.clone())).unwrap())
         .collect()
 }
 
@@ -116,7 +116,7 @@ fn together(engine: Arc<Engine>, requests: &[GenerationRequest]) -> Vec<Completi
         let mut set = tokio::task::JoinSet::new();
         for (i, request) in requests.iter().cloned().enumerate() {
             let engine = Arc::clone(&engine);
-            set.spawn(async move { (i, engine.generate(request).await) });
+            set.spawn(async move { (i, complete(&engine, request).await) });
         }
         let mut results: Vec<Option<Completion>> = vec![None; requests.len()];
         while let Some(joined) = set.join_next().await {
@@ -142,15 +142,14 @@ fn check_contract(model: &str) {
         alone(&engine, &requests)
     };
     for (slots, prefix_reuse, n_batch) in [(8, true, 512), (4, false, 512), (3, true, 64)] {
-        let engine = Arc::new(load(
-            model,
+        let engine = load(model,
             EngineConfig {
                 slots,
                 prefix_reuse,
                 n_batch,
                 ..EngineConfig::default()
             },
-        ));
+        );
         let batched = together(Arc::clone(&engine), &requests);
         for (i, (a, b)) in reference.iter().zip(&batched).enumerate() {
             assert_eq!(
@@ -164,7 +163,7 @@ fn check_contract(model: &str) {
             );
         }
         // Alone again on the batched engine, after the batch: still identical.
-        let again = block_on(engine.generate(requests[0].clone())).unwrap();
+        let again = block_on(complete(&engine, requests[0].clone())).unwrap();
         assert_eq!(again.text, reference[0].text);
     }
     assert!(reference.iter().any(|c| c.completion_tokens > 2));
@@ -182,13 +181,12 @@ fn outputs_do_not_depend_on_batching_gemma() {
 
 #[test]
 fn a_dropped_request_frees_its_slot_and_others_finish() {
-    let engine = Arc::new(load(
-        SMOLLM,
+    let engine = load(SMOLLM,
         EngineConfig {
             slots: 1,
             ..EngineConfig::default()
         },
-    ));
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -197,12 +195,12 @@ fn a_dropped_request_frees_its_slot_and_others_finish() {
     runtime.block_on(async {
         let long = GenerationRequest::raw("Count: 1, 2, 3,", 2000);
         let e = Arc::clone(&engine);
-        let handle = tokio::spawn(async move { e.generate(long).await });
+        let handle = tokio::spawn(async move { complete(&e, long).await });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         handle.abort();
         // With one slot, this only finishes if the aborted request gave its slot up.
         let short = GenerationRequest::raw("Hello", 4);
-        let done = tokio::time::timeout(std::time::Duration::from_secs(20), engine.generate(short))
+        let done = tokio::time::timeout(std::time::Duration::from_secs(20), complete(&engine, short))
             .await
             .expect("the dropped request must not hold the only slot");
         assert!(done.is_ok());

@@ -6,6 +6,7 @@ use common::*;
 use tuningfork::engine::{
     EngineConfig, EngineError, GenerationRequest, Message, SamplingParams, StopReason,
 };
+use tuningfork::generator::GenerateError;
 
 fn question() -> Vec<Message> {
     vec![
@@ -19,11 +20,11 @@ fn greedy_output_is_identical_across_engine_loads() {
     let request = GenerationRequest::chat(question(), 32);
     let first = {
         let engine = load(SMOLLM, EngineConfig::default());
-        block_on(engine.generate(request.clone())).unwrap()
+        block_on(complete(&engine, request.clone())).unwrap()
     };
     let second = {
         let engine = load(SMOLLM, EngineConfig::default());
-        block_on(engine.generate(request.clone())).unwrap()
+        block_on(complete(&engine, request.clone())).unwrap()
     };
     assert!(!first.text.trim().is_empty());
     assert!(first.completion_tokens > 0);
@@ -38,7 +39,7 @@ fn seeded_sampling_repeats_per_seed_and_varies_across_seeds() {
         let request =
             GenerationRequest::chat(vec![Message::user("Write one sentence about the sea.")], 24)
                 .with_sampling(SamplingParams::seeded(1.0, seed));
-        block_on(engine.generate(request)).unwrap().text
+        block_on(complete(&engine, request)).unwrap().text
     };
     let a1 = run(1);
     let a2 = run(1);
@@ -60,7 +61,7 @@ fn grammar_constrains_every_output() {
     ] {
         let request = GenerationRequest::chat(vec![Message::user(question)], 8)
             .with_grammar(r#"root ::= "yes" | "no""#);
-        let completion = block_on(engine.generate(request)).unwrap();
+        let completion = block_on(complete(&engine, request)).unwrap();
         assert!(
             completion.text == "yes" || completion.text == "no",
             "{question} -> {:?}",
@@ -74,18 +75,18 @@ fn bad_grammar_fails_that_request_only() {
     let engine = shared(SMOLLM);
     let bad = GenerationRequest::chat(vec![Message::user("hi")], 8).with_grammar("root ::= (");
     assert!(matches!(
-        block_on(engine.generate(bad)),
-        Err(EngineError::Grammar(_))
+        block_on(complete(&engine, bad)),
+        Err(GenerateError::Engine(EngineError::Grammar(_)))
     ));
     let good = GenerationRequest::chat(vec![Message::user("hi")], 8);
-    assert!(block_on(engine.generate(good)).is_ok());
+    assert!(block_on(complete(&engine, good)).is_ok());
 }
 
 #[test]
 fn stop_strings_cut_the_text() {
     let engine = shared(SMOLLM);
     let request = GenerationRequest::raw("Count: 1, 2, 3, 4, 5, 6,", 40).with_stop([" 9"]);
-    let completion = block_on(engine.generate(request)).unwrap();
+    let completion = block_on(complete(&engine, request)).unwrap();
     assert_eq!(completion.stop_reason, StopReason::StopString);
     assert!(!completion.text.contains(" 9"), "{:?}", completion.text);
     assert!(completion.text.contains('8'), "{:?}", completion.text);
@@ -95,7 +96,7 @@ fn stop_strings_cut_the_text() {
 fn max_tokens_bounds_generation() {
     let engine = shared(SMOLLM);
     let request = GenerationRequest::raw("Count: 1, 2, 3, 4, 5, 6,", 5);
-    let completion = block_on(engine.generate(request)).unwrap();
+    let completion = block_on(complete(&engine, request)).unwrap();
     assert_eq!(completion.stop_reason, StopReason::MaxTokens);
     assert_eq!(completion.completion_tokens, 5);
 }
@@ -110,7 +111,7 @@ fn prompt_longer_than_the_context_is_refused_and_the_engine_goes_on() {
         },
     );
     let long = "word ".repeat(200);
-    let err = block_on(engine.generate(GenerationRequest::raw(long, 4))).unwrap_err();
+    let err = block_on(complete(&engine, GenerationRequest::raw(long, 4))).unwrap_err();
     assert!(
         matches!(err, EngineError::PromptTooLong { n_ctx: 64, .. }),
         "{err}"
@@ -118,7 +119,7 @@ fn prompt_longer_than_the_context_is_refused_and_the_engine_goes_on() {
     assert!(err.to_string().contains("--ctx-size"));
     // Generation that runs into the end of the context stops cleanly.
     let request = GenerationRequest::raw("Count: 1, 2, 3, 4, 5, 6,", 500);
-    let completion = block_on(engine.generate(request)).unwrap();
+    let completion = block_on(complete(&engine, request)).unwrap();
     assert_eq!(completion.stop_reason, StopReason::ContextFull);
 }
 
@@ -133,11 +134,11 @@ fn base_model_without_template_uses_the_plain_format() {
         .rendered
         .ends_with("User: Name three fruits.\n\nAssistant:"));
     assert!(prepared.request.stop.iter().any(|s| s == "\nUser:"));
-    let completion = block_on(engine.submit(prepared)).unwrap();
+    let completion = block_on(complete(&engine, GenerationRequest::chat(question(), 16))).unwrap();
     assert!(completion.completion_tokens > 0);
     // Raw completion works on a base model too.
     let raw =
-        block_on(engine.generate(GenerationRequest::raw("The capital of France is", 6))).unwrap();
+        block_on(complete(&engine, GenerationRequest::raw("The capital of France is", 6))).unwrap();
     assert!(raw.completion_tokens > 0);
 }
 

@@ -323,13 +323,16 @@ impl Engine {
 
     /// Queues a prepared request and waits for its completion. Dropping the future cancels the
     /// request (and frees its slot).
-    pub async fn submit(&self, prepared: PreparedRequest) -> Result<Completion, EngineError> {
+    pub(crate) async fn submit(
+        &self,
+        prepared: PreparedRequest,
+    ) -> Result<Completion, EngineError> {
         self.submit_in(0, prepared).await
     }
 
     /// [`Engine::submit`] as part of `group`: groups take turns when requests wait, so one
     /// busy loop cannot starve another. The queue is bounded: when it is full, this waits.
-    pub async fn submit_in(
+    pub(crate) async fn submit_in(
         &self,
         group: u64,
         prepared: PreparedRequest,
@@ -354,7 +357,7 @@ impl Engine {
     }
 
     /// Prepares and runs one request.
-    pub async fn generate(&self, request: GenerationRequest) -> Result<Completion, EngineError> {
+    pub(crate) async fn generate(&self, request: GenerationRequest) -> Result<Completion, EngineError> {
         let prepared = self.prepare(request)?;
         self.submit(prepared).await
     }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use tuningfork::engine::{Engine, EngineConfig};
-use tuningfork::generator::{load_engine, Generator};
+use tuningfork::engine::{Completion, Engine, EngineConfig, GenerationRequest};
+use tuningfork::generator::{load_engine, GenerateError, Generator};
 use tuningfork::models::Registry;
 use tuningfork::store::{NewRun, Store};
 
@@ -38,7 +38,7 @@ pub fn shared(name: &str) -> Arc<Engine> {
         GEMMA => &GEM,
         other => panic!("no shared engine for {other}"),
     };
-    Arc::clone(cell.get_or_init(|| Arc::new(load(name, EngineConfig::default()))))
+    Arc::clone(cell.get_or_init(|| load(name, EngineConfig::default())))
 }
 
 /// A generator over `engine` writing into `store` under a new run.
