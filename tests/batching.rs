@@ -142,7 +142,8 @@ fn check_contract(model: &str) {
         alone(&engine, &requests)
     };
     for (slots, prefix_reuse, n_batch) in [(8, true, 512), (4, false, 512), (3, true, 64)] {
-        let engine = load(model,
+        let engine = load(
+            model,
             EngineConfig {
                 slots,
                 prefix_reuse,
@@ -181,7 +182,8 @@ fn outputs_do_not_depend_on_batching_gemma() {
 
 #[test]
 fn a_dropped_request_frees_its_slot_and_others_finish() {
-    let engine = load(SMOLLM,
+    let engine = load(
+        SMOLLM,
         EngineConfig {
             slots: 1,
             ..EngineConfig::default()
@@ -200,9 +202,10 @@ fn a_dropped_request_frees_its_slot_and_others_finish() {
         handle.abort();
         // With one slot, this only finishes if the aborted request gave its slot up.
         let short = GenerationRequest::raw("Hello", 4);
-        let done = tokio::time::timeout(std::time::Duration::from_secs(20), complete(&engine, short))
-            .await
-            .expect("the dropped request must not hold the only slot");
+        let done =
+            tokio::time::timeout(std::time::Duration::from_secs(20), complete(&engine, short))
+                .await
+                .expect("the dropped request must not hold the only slot");
         assert!(done.is_ok());
     });
 }

@@ -113,7 +113,10 @@ fn prompt_longer_than_the_context_is_refused_and_the_engine_goes_on() {
     let long = "word ".repeat(200);
     let err = block_on(complete(&engine, GenerationRequest::raw(long, 4))).unwrap_err();
     assert!(
-        matches!(err, EngineError::PromptTooLong { n_ctx: 64, .. }),
+        matches!(
+            err,
+            GenerateError::Engine(EngineError::PromptTooLong { n_ctx: 64, .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("--ctx-size"));
@@ -137,8 +140,11 @@ fn base_model_without_template_uses_the_plain_format() {
     let completion = block_on(complete(&engine, GenerationRequest::chat(question(), 16))).unwrap();
     assert!(completion.completion_tokens > 0);
     // Raw completion works on a base model too.
-    let raw =
-        block_on(complete(&engine, GenerationRequest::raw("The capital of France is", 6))).unwrap();
+    let raw = block_on(complete(
+        &engine,
+        GenerationRequest::raw("The capital of France is", 6),
+    ))
+    .unwrap();
     assert!(raw.completion_tokens > 0);
 }
 

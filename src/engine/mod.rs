@@ -321,17 +321,13 @@ impl Engine {
         })
     }
 
-    /// Queues a prepared request and waits for its completion. Dropping the future cancels the
-    /// request (and frees its slot).
-    pub(crate) async fn submit(
-        &self,
-        prepared: PreparedRequest,
-    ) -> Result<Completion, EngineError> {
-        self.submit_in(0, prepared).await
-    }
-
-    /// [`Engine::submit`] as part of `group`: groups take turns when requests wait, so one
-    /// busy loop cannot starve another. The queue is bounded: when it is full, this waits.
+    /// Queues a prepared request as part of `group` and waits for its completion. Groups (one
+    /// per run) take turns when requests wait, so one busy loop cannot starve another. At most
+    /// [`MAX_IN_FLIGHT`] requests are accepted at once; beyond that this waits. Dropping the
+    /// future cancels the request and frees its slot.
+    ///
+    /// Crate-private: outside callers go through [`crate::generator::Generator`], which
+    /// records every call.
     pub(crate) async fn submit_in(
         &self,
         group: u64,
@@ -354,12 +350,6 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Stopped)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Prepares and runs one request.
-    pub(crate) async fn generate(&self, request: GenerationRequest) -> Result<Completion, EngineError> {
-        let prepared = self.prepare(request)?;
-        self.submit(prepared).await
     }
 
     /// Number of tokens `text` becomes (no special tokens added).

@@ -21,11 +21,25 @@ pub fn registry() -> Registry {
 }
 
 /// Loads a shipped model; fails with the fix when the file is missing.
-pub fn load(name: &str, config: EngineConfig) -> Engine {
+pub fn load(name: &str, config: EngineConfig) -> Arc<Engine> {
     let store = Store::open_in_memory().unwrap();
-    load_engine(&registry(), &store, name, false, config).unwrap_or_else(|e| {
+    let engine = load_engine(&registry(), &store, name, false, config).unwrap_or_else(|e| {
         panic!("{e}\n(the tests need the real models: run scripts/fetch-models.sh)")
-    })
+    });
+    Arc::new(engine)
+}
+
+/// One generation through a [`Generator`] with the cache off, recorded in a throwaway store:
+/// the library offers no way around the store.
+pub async fn complete(
+    engine: &Arc<Engine>,
+    request: GenerationRequest,
+) -> Result<Completion, GenerateError> {
+    generator(Arc::clone(engine), memory_store())
+        .with_cache(false)
+        .generate(request)
+        .await
+        .map(|generated| generated.completion)
 }
 
 /// One engine per model per test binary: tests in a binary run in parallel threads, and two
