@@ -122,6 +122,11 @@ impl Generator {
         self.run_id
     }
 
+    /// The store every call is recorded in.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// Generates (or recalls) one completion and records the call.
     pub async fn generate(&self, request: GenerationRequest) -> Result<Generated, GenerateError> {
         let started = Instant::now();

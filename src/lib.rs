@@ -4,7 +4,12 @@
 //! See `ARCHITECTURE.md` for the map of modules and the invariants they keep.
 
 pub mod bench;
+pub mod dataset;
 pub mod engine;
+pub mod eval;
 pub mod generator;
+pub mod metrics;
 pub mod models;
+pub mod program;
 pub mod store;
+pub mod task;

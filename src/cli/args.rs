@@ -72,6 +72,48 @@ pub enum Command {
     Runs(RunsCommand),
     /// Measure prefill and decode speed of a model.
     Bench(BenchArgs),
+    /// Evaluate a task's program on one of its splits.
+    Eval(EvalArgs),
+    /// Run a task's program on one input.
+    Predict(PredictArgs),
+}
+
+/// A dataset split.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SplitName {
+    Train,
+    Val,
+    Test,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The task file (TOML).
+    pub task: PathBuf,
+    #[arg(long, value_enum, default_value = "val")]
+    pub split: SplitName,
+    /// Always run inference, even when an identical call is stored.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print every example's result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The task file (TOML).
+    pub task: PathBuf,
+    /// The example's input fields as a JSON object.
+    #[arg(long)]
+    pub input: String,
+    /// Print the whole trace as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]

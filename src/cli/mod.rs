@@ -3,6 +3,7 @@
 
 pub mod args;
 mod bench;
+mod eval;
 mod generate;
 mod models;
 mod runs;
@@ -22,6 +23,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Models(command) => models::run(&cli.global, command),
         Command::Runs(command) => runs::run(&cli.global, command),
         Command::Bench(args) => bench::run(&cli.global, args),
+        Command::Eval(args) => eval::eval(&cli.global, args),
+        Command::Predict(args) => eval::predict(&cli.global, args),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod calls;
 mod error;
+mod evals;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
+pub use evals::EvalRecord;
 pub use runs::{NewRun, RunRecord, RunStatus, RunSummary};
 
 use crate::models::{HashMemo, ModelPin};
@@ -23,11 +25,18 @@ use crate::models::{HashMemo, ModelPin};
 pub const DEFAULT_PATH: &str = "runs/tuningfork.sqlite";
 
 /// Forward-only migrations: (version, what it does, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    include_str!("migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "evaluation results",
+        include_str!("migrations/0002_evaluations.sql"),
+    ),
+];
 
 /// A handle on the store. Cheap operations run under one connection guarded by a mutex; the
 /// store is shared between tasks behind an `Arc`.

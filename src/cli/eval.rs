@@ -1,0 +1,193 @@
+//! `tuningfork eval` and `tuningfork predict`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tuningfork::dataset;
+use tuningfork::eval::{self, ExampleResult};
+use tuningfork::generator::{load_engine, Generator};
+use tuningfork::program::{Values, ADAPTER_VERSION};
+use tuningfork::store::{NewRun, RunStatus, Store};
+use tuningfork::task::Task;
+
+use super::args::{EvalArgs, GlobalArgs, PredictArgs, SplitName};
+use super::{engine_config, open_registry, open_store, runtime};
+
+fn start(
+    global: &GlobalArgs,
+    task: &Task,
+    engine: &super::args::EngineArgs,
+    kind: &str,
+    extra: serde_json::Value,
+) -> Result<(Arc<Store>, Generator)> {
+    let store = open_store(global)?;
+    let registry = open_registry(global)?;
+    let config = engine_config(engine);
+    let engine_handle = Arc::new(load_engine(
+        &registry,
+        &store,
+        &task.task.model,
+        engine.verify,
+        config.clone(),
+    )?);
+    let run_id = store.begin_run(&NewRun {
+        kind,
+        config: serde_json::json!({
+            "task": task.task,
+            "task_file": task.source,
+            "program": task.program,
+            "metric": task.metric,
+            "generation": task.generation,
+            "adapter_version": ADAPTER_VERSION,
+            "engine": config,
+            "details": extra,
+        }),
+        seed: Some(task.task.seed),
+        model_sha256: Some(engine_handle.model_sha256()),
+        fingerprint: engine_handle.fingerprint(),
+    })?;
+    let generator = Generator::new(engine_handle, Arc::clone(&store), run_id);
+    Ok((store, generator))
+}
+
+pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
+    let task = Task::load(&args.task)?;
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
+    let split = match args.split {
+        SplitName::Train => &data.train.0,
+        SplitName::Val => &data.val.0,
+        SplitName::Test => &data.test.0,
+    };
+    let (store, generator) = start(
+        global,
+        &task,
+        &args.engine,
+        "eval",
+        serde_json::json!({
+            "split": split.name,
+            "split_hash": split.hash,
+            "train_hash": data.train.0.hash,
+            "val_hash": data.val.0.hash,
+            "test_hash": data.test.0.hash,
+        }),
+    )?;
+    let generator = generator.with_cache(!args.no_cache);
+    let run_id = generator.run_id();
+    let bar = ProgressBar::new(split.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("{} {}", task.task.name, split.name));
+    let scored = std::sync::Mutex::new((0.0f64, 0usize));
+    let on_done = |result: &ExampleResult| {
+        let mut s = scored.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 += result.score;
+        s.1 += 1;
+        bar.set_message(format!(
+            "{} {} mean {:.3}",
+            task.task.name,
+            split.name,
+            s.0 / s.1 as f64
+        ));
+        bar.inc(1);
+    };
+    let inputs = task.example_inputs();
+    let result = runtime()?.block_on(eval::evaluate(
+        &task.program,
+        &generator,
+        split,
+        &inputs,
+        &task.metric,
+        &task.generation,
+        &on_done,
+    ));
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
+            return Err(e.into());
+        }
+    };
+    store.finish_run(run_id, RunStatus::Completed, None)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} ({} examples, split {}): mean score {:.3}",
+        task.task.name,
+        split.name,
+        report.results.len(),
+        &report.split_hash[..12],
+        report.mean
+    );
+    println!(
+        "run {run_id}; {} examples could not be parsed",
+        report.failed
+    );
+    let mut misses: Vec<&ExampleResult> = report.results.iter().filter(|r| r.score < 1.0).collect();
+    misses.sort_by(|a, b| a.score.total_cmp(&b.score));
+    if !misses.is_empty() {
+        println!();
+        println!(
+            "lowest-scoring examples ({} of {}):",
+            misses.len().min(10),
+            misses.len()
+        );
+        for r in misses.iter().take(10) {
+            let what = r
+                .feedback
+                .clone()
+                .or_else(|| r.error.clone())
+                .unwrap_or_default();
+            println!("  {:.2}  {}  {}", r.score, r.source, what);
+        }
+    }
+    Ok(())
+}
+
+pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
+    let task = Task::load(&args.task)?;
+    let input: serde_json::Value = serde_json::from_str(&args.input)
+        .context("--input must be a JSON object, e.g. '{\"review\": \"Great kettle.\"}'")?;
+    let serde_json::Value::Object(object) = input else {
+        bail!("--input must be a JSON object, e.g. '{{\"review\": \"Great kettle.\"}}'");
+    };
+    let mut values = Values::new();
+    for field in task.example_inputs() {
+        let value = object
+            .get(&field)
+            .with_context(|| format!("--input lacks the field `{field}` that the program reads"))?;
+        values.insert(field, value.clone());
+    }
+    let (store, generator) = start(
+        global,
+        &task,
+        &args.engine,
+        "predict",
+        serde_json::json!({ "input": values }),
+    )?;
+    let run_id = generator.run_id();
+    let result = runtime()?.block_on(task.program.forward(&generator, &values, &task.generation));
+    match result {
+        Ok(prediction) => {
+            store.finish_run(run_id, RunStatus::Completed, None)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&prediction)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&prediction.outputs)?);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Per-example evaluation results.
+
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// One scored example, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalRecord {
+    pub split: String,
+    pub example_index: i64,
+    pub source: String,
+    pub inputs: serde_json::Value,
+    pub gold: serde_json::Value,
+    pub outputs: Option<serde_json::Value>,
+    pub trace: serde_json::Value,
+    pub score: f64,
+    pub feedback: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Store {
+    pub fn record_eval(&self, run_id: i64, record: &EvalRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO eval_results (run_id, split, example_index, source, inputs_json,
+                     gold_json, outputs_json, trace_json, score, feedback, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                rusqlite::params![
+                    run_id,
+                    record.split,
+                    record.example_index,
+                    record.source,
+                    record.inputs.to_string(),
+                    record.gold.to_string(),
+                    record.outputs.as_ref().map(|o| o.to_string()),
+                    record.trace.to_string(),
+                    record.score,
+                    record.feedback,
+                    record.error,
+                ],
+            )
+            .map_err(|e| self.sql_error(e))?;
+        Ok(())
+    }
+
+    /// A run's results for `split`, by example index.
+    pub fn eval_results(&self, run_id: i64, split: &str) -> Result<Vec<EvalRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT split, example_index, source, inputs_json, gold_json, outputs_json,
+                        trace_json, score, feedback, error
+                 FROM eval_results WHERE run_id = ?1 AND split = ?2 ORDER BY example_index",
+            )
+            .map_err(|e| self.sql_error(e))?;
+        let json =
+            |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let rows = statement
+            .query_map(rusqlite::params![run_id, split], |row| {
+                Ok(EvalRecord {
+                    split: row.get(0)?,
+                    example_index: row.get(1)?,
+                    source: row.get(2)?,
+                    inputs: json(row.get(3)?),
+                    gold: json(row.get(4)?),
+                    outputs: row.get::<_, Option<String>>(5)?.map(json),
+                    trace: json(row.get(6)?),
+                    score: row.get(7)?,
+                    feedback: row.get(8)?,
+                    error: row.get(9)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql_error(e))?;
+        Ok(rows)
+    }
+}

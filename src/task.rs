@@ -1,0 +1,242 @@
+//! Task files: one TOML file naming the model, the program, the dataset, the metric and the
+//! generation settings of a workload. The README documents the format with a full example.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::DatasetSpec;
+use crate::metrics::MetricSpec;
+use crate::program::{
+    adapter, CallSettings, InputField, OutputField, Predictor, PredictorKind, Program, Signature,
+};
+
+/// The `[task]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    pub name: String,
+    /// A pinned model name (see `tuningfork models list`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The run's seed; every random choice derives from it.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_model() -> String {
+    "smollm2-135m".to_string()
+}
+
+/// One `[[steps]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub name: String,
+    #[serde(default = "default_kind")]
+    pub kind: PredictorKind,
+    pub instructions: String,
+    pub inputs: Vec<InputField>,
+    pub outputs: Vec<OutputField>,
+}
+
+fn default_kind() -> PredictorKind {
+    PredictorKind::Predict
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFile {
+    task: TaskSection,
+    steps: Vec<StepSpec>,
+    dataset: DatasetSpec,
+    metric: MetricSpec,
+    #[serde(default)]
+    generation: CallSettings,
+}
+
+/// A parsed, checked task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub task: TaskSection,
+    pub program: Program,
+    pub dataset: DatasetSpec,
+    pub metric: MetricSpec,
+    pub generation: CallSettings,
+    /// The directory relative dataset paths are resolved from (the task file's).
+    pub base_dir: PathBuf,
+    /// The file as written, stored with runs.
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("cannot read the task file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the task file {path} is malformed: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("the task file {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Task {
+    /// Reads and checks a task file.
+    pub fn load(path: &Path) -> Result<Task, TaskError> {
+        let source = std::fs::read_to_string(path).map_err(|source| TaskError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&source, path, base_dir)
+    }
+
+    /// Parses task text; `path` names it in errors.
+    pub fn parse(source: &str, path: &Path, base_dir: PathBuf) -> Result<Task, TaskError> {
+        let file: TaskFile = toml::from_str(source).map_err(|e| TaskError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| TaskError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let program = Program {
+            steps: file
+                .steps
+                .into_iter()
+                .map(|s| Predictor {
+                    name: s.name,
+                    kind: s.kind,
+                    signature: Signature {
+                        instructions: s.instructions,
+                        inputs: s.inputs,
+                        outputs: s.outputs,
+                    },
+                    demos: Vec::new(),
+                })
+                .collect(),
+        };
+        let task = Task {
+            task: file.task,
+            program,
+            dataset: file.dataset,
+            metric: file.metric,
+            generation: file.generation,
+            base_dir,
+            source: source.to_string(),
+        };
+        task.program
+            .validate(&task.example_inputs())
+            .map_err(|e| invalid(e.to_string()))?;
+        task.metric.validate().map_err(|e| invalid(e.to_string()))?;
+        let produced = task.program.output_names();
+        for field in task.metric_prediction_fields() {
+            if !produced.contains(&field) {
+                return Err(invalid(format!(
+                    "the metric scores `{field}`, which no step outputs (outputs: {})",
+                    produced.join(", ")
+                )));
+            }
+        }
+        task.generation
+            .sampling
+            .validate()
+            .map_err(|e| invalid(format!("[generation]: {e}")))?;
+        Ok(task)
+    }
+
+    /// The fields every example must provide: step inputs that no earlier step produces.
+    pub fn example_inputs(&self) -> Vec<String> {
+        let mut produced = std::collections::BTreeSet::new();
+        let mut needed = Vec::new();
+        for step in &self.program.steps {
+            for input in &step.signature.inputs {
+                if !produced.contains(&input.name) && !needed.contains(&input.name) {
+                    needed.push(input.name.clone());
+                }
+            }
+            for output in adapter::reply_fields(&step.signature, step.reasoning()) {
+                produced.insert(output.name);
+            }
+        }
+        needed
+    }
+
+    /// Every field an example must have: the program's inputs and the metric's gold fields.
+    pub fn example_fields(&self) -> Vec<String> {
+        let mut fields = self.example_inputs();
+        for gold in self.metric.gold_fields() {
+            if !fields.contains(&gold) {
+                fields.push(gold);
+            }
+        }
+        fields
+    }
+
+    fn metric_prediction_fields(&self) -> Vec<String> {
+        fn walk(spec: &MetricSpec, out: &mut Vec<String>) {
+            match spec {
+                MetricSpec::ExactMatch { field, .. }
+                | MetricSpec::OneOf { field, .. }
+                | MetricSpec::TokenF1 { field, .. }
+                | MetricSpec::Contains { field, .. }
+                | MetricSpec::Regex { field, .. }
+                | MetricSpec::Numeric { field, .. } => out.push(field.clone()),
+                MetricSpec::PerField { fields, .. } => out.extend(fields.iter().cloned()),
+                MetricSpec::Weighted { parts } => parts.iter().for_each(|p| walk(&p.metric, out)),
+                MetricSpec::Command { .. } => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.metric, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples")
+    }
+
+    #[test]
+    fn bundled_examples_load_with_their_data() {
+        for name in ["sentiment", "contacts"] {
+            let task = Task::load(&examples_dir().join(name).join("task.toml")).unwrap();
+            let data = crate::dataset::load(&task.dataset, &task.base_dir, &task.example_fields())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(data.train.0.len() > 20, "{name}");
+            assert!(!data.test.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let path = Path::new("t.toml");
+        let parse = |text: &str| {
+            Task::parse(text, path, PathBuf::from("."))
+                .unwrap_err()
+                .to_string()
+        };
+        let base = std::fs::read_to_string(examples_dir().join("sentiment/task.toml")).unwrap();
+
+        let err = parse("[task]\nname = 1\n");
+        assert!(err.contains("t.toml") && err.contains("line 2"), "{err}");
+
+        let err = parse(&base.replace("field = \"sentiment\"", "field = \"mood\""));
+        assert!(err.contains("`mood`"), "{err}");
+
+        let err = parse(&format!("{base}\n[extra]\nx = 1\n"));
+        assert!(err.contains("extra"), "{err}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Programs, datasets, metrics and evaluation on the real model and the bundled examples.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+use tuningfork::dataset;
+use tuningfork::eval::{self, EvalReport};
+use tuningfork::program::{PredictorKind, Values};
+use tuningfork::task::Task;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/examples")
+        .join(name)
+        .join("task.toml")
+}
+
+fn evaluate(task: &Task, split: &str, use_cache: bool) -> EvalReport {
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
+    let split = match split {
+        "val" => data.val.0,
+        "test" => data.test.0,
+        _ => data.train.0,
+    };
+    let generator = generator(shared(SMOLLM), memory_store()).with_cache(use_cache);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(eval::evaluate(
+            &task.program,
+            &generator,
+            &split,
+            &task.example_inputs(),
+            &task.metric,
+            &task.generation,
+            &|_| {},
+        ))
+        .unwrap()
+}
+
+#[test]
+fn every_output_parses_on_both_examples_and_results_repeat() {
+    for name in ["sentiment", "contacts"] {
+        let task = Task::load(&example(name)).unwrap();
+        let first = evaluate(&task, "val", false);
+        assert_eq!(
+            first.failed,
+            0,
+            "{name}: unparsable replies: {:?}",
+            first
+                .results
+                .iter()
+                .filter_map(|r| r.error.clone())
+                .collect::<Vec<_>>()
+        );
+        assert!(first.results.iter().all(|r| r.outputs.is_some()));
+        assert!((0.0..=1.0).contains(&first.mean));
+        let second = evaluate(&task, "val", false);
+        assert_eq!(first, second, "{name}: a second evaluation differs");
+    }
+}
+
+#[test]
+fn chain_of_thought_produces_reasoning_then_the_answer() {
+    let mut task = Task::load(&example("sentiment")).unwrap();
+    task.program.steps[0].kind = PredictorKind::ChainOfThought;
+    task.generation.max_tokens = 96;
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
+    let generator = generator(shared(SMOLLM), memory_store());
+    let inputs: Values = [(
+        "review".to_string(),
+        data.val.0.examples[0].values["review"].clone(),
+    )]
+    .into();
+    let prediction = block_on(task.program.forward(&generator, &inputs, &task.generation)).unwrap();
+    let reasoning = prediction
+        .outputs
+        .get("reasoning")
+        .and_then(|v| v.as_str())
+        .unwrap();
+    assert!(!reasoning.is_empty());
+    let label = prediction.outputs["sentiment"].as_str().unwrap();
+    assert!(["positive", "negative", "neutral"].contains(&label));
+    assert!(prediction.trace[0].raw.starts_with("reasoning: "));
+}
+
+#[test]
+fn a_multi_step_program_passes_outputs_forward() {
+    let source = r#"
+[task]
+name = "two-steps"
+
+[[steps]]
+name = "find_city"
+instructions = "Find the city mentioned in the message."
+inputs = [{ name = "message" }]
+outputs = [{ name = "city", type = "text" }]
+
+[[steps]]
+name = "describe"
+instructions = "Say whether the city is in Europe."
+inputs = [{ name = "city" }]
+outputs = [{ name = "in_europe", type = "boolean" }]
+
+[dataset]
+path = "data.jsonl"
+
+[metric]
+kind = "exact_match"
+field = "city"
+
+[generation]
+max_tokens = 32
+"#;
+    let task = Task::parse(source, Path::new("two-steps.toml"), PathBuf::from(".")).unwrap();
+    assert_eq!(task.example_inputs(), ["message"]);
+    let generator = generator(shared(SMOLLM), memory_store());
+    let inputs: Values = [(
+        "message".to_string(),
+        json!("Please ship 3 lamps to Anna, Lisbon."),
+    )]
+    .into();
+    let prediction = block_on(task.program.forward(&generator, &inputs, &task.generation)).unwrap();
+    assert_eq!(prediction.trace.len(), 2);
+    let city = prediction.outputs["city"].clone();
+    assert_eq!(
+        prediction.trace[1].inputs["city"], city,
+        "step 2 must read step 1's output"
+    );
+    assert!(prediction.outputs["in_europe"].is_boolean());
+}
+
+#[test]
+fn eval_and_predict_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.sqlite");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tuningfork"))
+            .args(args)
+            .env("TUNINGFORK_STORE", &store)
+            .env("TUNINGFORK_MODELS", models_dir())
+            .output()
+            .unwrap()
+    };
+    let task = example("sentiment");
+    let out = run(&["eval", task.to_str().unwrap(), "--split", "test", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["split"], "test");
+    assert_eq!(report["results"].as_array().unwrap().len(), 60);
+
+    // Every example is stored with its output and score.
+    let stored = tuningfork::store::Store::open(&store).unwrap();
+    let results = stored.eval_results(1, "test").unwrap();
+    assert_eq!(results.len(), 60);
+    let mean = results.iter().map(|r| r.score).sum::<f64>() / 60.0;
+    assert!((mean - report["mean"].as_f64().unwrap()).abs() < 1e-9);
+
+    let out = run(&[
+        "predict",
+        task.to_str().unwrap(),
+        "--input",
+        r#"{"review": "The kettle broke after a day."}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outputs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(outputs["sentiment"].is_string());
+
+    let out = run(&[
+        "predict",
+        task.to_str().unwrap(),
+        "--input",
+        r#"{"text": "x"}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`review`"));
+
+    // A broken dataset line is reported with its file and line.
+    let broken_dir = dir.path().join("broken");
+    std::fs::create_dir_all(&broken_dir).unwrap();
+    let mut data = std::fs::read_to_string(task.parent().unwrap().join("data.jsonl")).unwrap();
+    data = data.replacen("\n", "\n{broken\n", 4);
+    std::fs::write(broken_dir.join("data.jsonl"), data).unwrap();
+    std::fs::copy(&task, broken_dir.join("task.toml")).unwrap();
+    let out = run(&["eval", broken_dir.join("task.toml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data.jsonl:2"), "{err}");
+}
