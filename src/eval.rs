@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::dataset::{Example, Split};
 use crate::generator::{GenerateError, Generator};
-use crate::metrics::{MetricError, MetricSpec};
+use crate::metrics::MetricSpec;
 use crate::program::{CallSettings, Program, ProgramError, Values};
 use crate::store::{EvalRecord, StoreError};
 
@@ -41,8 +41,6 @@ pub enum EvalError {
     #[error(transparent)]
     Generate(#[from] GenerateError),
     #[error(transparent)]
-    Metric(#[from] MetricError),
-    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("step `{step}` needs `{field}`: {message}")]
     Program {
@@ -52,30 +50,46 @@ pub enum EvalError {
     },
 }
 
-/// Evaluates `program` on every example of `split`, storing each result under the
-/// generator's run, in the generator's store. `on_done` is called after each example (a progress bar).
+/// What to evaluate.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluation<'a> {
+    pub program: &'a Program,
+    pub split: &'a Split,
+    /// The example fields the program reads.
+    pub inputs: &'a [String],
+    pub metric: &'a MetricSpec,
+    pub settings: &'a CallSettings,
+}
+
+/// Evaluates the program on every example of the split, storing each result under the
+/// generator's run, in the generator's store. `judge` runs a judge metric's calls (it may be
+/// the same generator). `on_done` is called after each example (a progress bar).
 pub async fn evaluate(
-    program: &Program,
+    evaluation: &Evaluation<'_>,
     generator: &Generator,
-    split: &Split,
-    inputs: &[String],
-    metric: &MetricSpec,
-    settings: &CallSettings,
+    judge: Option<&Generator>,
     on_done: &(dyn Fn(&ExampleResult) + Sync),
 ) -> Result<EvalReport, EvalError> {
+    let split = evaluation.split;
     let mut set = tokio::task::JoinSet::new();
     for (index, example) in split.examples.iter().enumerate() {
-        let program = program.clone();
+        let program = evaluation.program.clone();
         let generator = generator.clone();
+        let judge = judge.cloned();
         let example = example.clone();
-        let inputs = inputs.to_vec();
-        let settings = settings.clone();
-        let metric = metric.clone();
+        let inputs = evaluation.inputs.to_vec();
+        let settings = evaluation.settings.clone();
+        let metric = evaluation.metric.clone();
         set.spawn(async move {
-            let result = run_example(
-                &program, &generator, index, &example, &inputs, &metric, &settings,
-            )
-            .await;
+            let task = ExampleTask {
+                program: &program,
+                generator: &generator,
+                judge: judge.as_ref(),
+                inputs: &inputs,
+                metric: &metric,
+                settings: &settings,
+            };
+            let result = task.run(index, &example).await;
             (index, example, result)
         });
     }
@@ -122,64 +136,88 @@ pub async fn evaluate(
     })
 }
 
-async fn run_example(
-    program: &Program,
-    generator: &Generator,
-    index: usize,
-    example: &Example,
-    inputs: &[String],
-    metric: &MetricSpec,
-    settings: &CallSettings,
-) -> Result<(ExampleResult, serde_json::Value), EvalError> {
-    let example_inputs: Values = example
-        .values
-        .iter()
-        .filter(|(k, _)| inputs.contains(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let base = ExampleResult {
-        index,
-        source: example.source.clone(),
-        inputs: example_inputs.clone(),
-        outputs: None,
-        score: 0.0,
-        feedback: None,
-        error: None,
-    };
-    match program.forward(generator, &example_inputs, settings).await {
-        Ok(prediction) => {
-            let score = metric.score(&example.values, &prediction.outputs).await?;
-            let trace = serde_json::to_value(&prediction.trace).expect("traces serialize");
-            Ok((
+/// Everything one example's run needs.
+struct ExampleTask<'a> {
+    program: &'a Program,
+    generator: &'a Generator,
+    judge: Option<&'a Generator>,
+    inputs: &'a [String],
+    metric: &'a MetricSpec,
+    settings: &'a CallSettings,
+}
+
+impl ExampleTask<'_> {
+    async fn run(
+        &self,
+        index: usize,
+        example: &Example,
+    ) -> Result<(ExampleResult, serde_json::Value), EvalError> {
+        let (program, generator, inputs, metric, settings) = (
+            self.program,
+            self.generator,
+            self.inputs,
+            self.metric,
+            self.settings,
+        );
+        let example_inputs: Values = example
+            .values
+            .iter()
+            .filter(|(k, _)| inputs.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let base = ExampleResult {
+            index,
+            source: example.source.clone(),
+            inputs: example_inputs.clone(),
+            outputs: None,
+            score: 0.0,
+            feedback: None,
+            error: None,
+        };
+        match program.forward(generator, &example_inputs, settings).await {
+            Ok(prediction) => {
+                let trace = serde_json::to_value(&prediction.trace).expect("traces serialize");
+                // A metric that fails on one example (a command that times out, a judge reply
+                // that cannot be read) fails that example, not the evaluation.
+                let result = match metric
+                    .score(&example.values, &prediction.outputs, self.judge)
+                    .await
+                {
+                    Ok(score) => ExampleResult {
+                        outputs: Some(prediction.outputs),
+                        score: score.score,
+                        feedback: score.feedback,
+                        ..base
+                    },
+                    Err(e) => ExampleResult {
+                        outputs: Some(prediction.outputs),
+                        error: Some(e.to_string()),
+                        ..base
+                    },
+                };
+                Ok((result, trace))
+            }
+            Err(ProgramError::Unparsable {
+                step,
+                raw,
+                error,
+                trace,
+            }) => Ok((
                 ExampleResult {
-                    outputs: Some(prediction.outputs),
-                    score: score.score,
-                    feedback: score.feedback,
+                    error: Some(format!("step `{step}`: {error}; reply {raw:?}")),
+                    feedback: Some(format!(
+                        "the reply of step `{step}` could not be used: {error}"
+                    )),
                     ..base
                 },
-                trace,
-            ))
+                serde_json::to_value(&trace).expect("traces serialize"),
+            )),
+            Err(ProgramError::MissingInput { step, field }) => Err(EvalError::Program {
+                step,
+                field,
+                message: "the example does not provide it".into(),
+            }),
+            Err(ProgramError::Generate(e)) => Err(e.into()),
         }
-        Err(ProgramError::Unparsable {
-            step,
-            raw,
-            error,
-            trace,
-        }) => Ok((
-            ExampleResult {
-                error: Some(format!("step `{step}`: {error}; reply {raw:?}")),
-                feedback: Some(format!(
-                    "the reply of step `{step}` could not be used: {error}"
-                )),
-                ..base
-            },
-            serde_json::to_value(&trace).expect("traces serialize"),
-        )),
-        Err(ProgramError::MissingInput { step, field }) => Err(EvalError::Program {
-            step,
-            field,
-            message: "the example does not provide it".into(),
-        }),
-        Err(ProgramError::Generate(e)) => Err(e.into()),
     }
 }

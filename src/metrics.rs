@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::generator::Generator;
 use crate::program::adapter::format_value;
-use crate::program::Values;
+use crate::program::{
+    CallSettings, FieldType, InputField, OutputField, Predictor, PredictorKind, Program,
+    ProgramError, Signature, Values,
+};
 
 /// A score and what to say about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +151,20 @@ pub enum MetricSpec {
         #[serde(default = "default_timeout")]
         timeout_s: f64,
     },
+    /// A pinned local model grades the prediction against the example, following
+    /// `instructions`, with a score and feedback. Its calls are recorded like any other.
+    Judge {
+        /// The judge model (default: the task's model).
+        #[serde(default)]
+        model: Option<String>,
+        instructions: String,
+        #[serde(default = "default_judge_tokens")]
+        max_tokens: u32,
+    },
+}
+
+fn default_judge_tokens() -> u32 {
+    128
 }
 
 fn default_timeout() -> f64 {
@@ -170,6 +188,8 @@ pub enum MetricError {
         program: Vec<String>,
         message: String,
     },
+    #[error("the judge failed: {0}")]
+    Judge(String),
 }
 
 impl MetricSpec {
@@ -229,12 +249,29 @@ impl MetricSpec {
                 all.dedup();
                 all
             }
-            MetricSpec::Regex { .. } | MetricSpec::Command { .. } => Vec::new(),
+            MetricSpec::Regex { .. } | MetricSpec::Command { .. } | MetricSpec::Judge { .. } => {
+                Vec::new()
+            }
         }
     }
 
-    /// Scores `prediction` against `gold` (the example's values).
-    pub async fn score(&self, gold: &Values, prediction: &Values) -> Result<Score, MetricError> {
+    /// The judge model this metric needs, if any (`Some(None)`: the task's model).
+    pub fn judge_model(&self) -> Option<Option<String>> {
+        match self {
+            MetricSpec::Judge { model, .. } => Some(model.clone()),
+            MetricSpec::Weighted { parts } => parts.iter().find_map(|p| p.metric.judge_model()),
+            _ => None,
+        }
+    }
+
+    /// Scores `prediction` against `gold` (the example's values). `judge` runs the calls of
+    /// a judge metric.
+    pub async fn score(
+        &self,
+        gold: &Values,
+        prediction: &Values,
+        judge: Option<&Generator>,
+    ) -> Result<Score, MetricError> {
         Ok(match self {
             MetricSpec::ExactMatch {
                 field,
@@ -360,7 +397,7 @@ impl MetricSpec {
                 let mut sum = 0.0;
                 let mut feedback = Vec::new();
                 for part in parts {
-                    let s = Box::pin(part.metric.score(gold, prediction)).await?;
+                    let s = Box::pin(part.metric.score(gold, prediction, judge)).await?;
                     sum += part.weight * s.score;
                     feedback.extend(s.feedback);
                 }
@@ -373,6 +410,16 @@ impl MetricSpec {
             }
             MetricSpec::Command { program, timeout_s } => {
                 run_command(program, *timeout_s, gold, prediction).await?
+            }
+            MetricSpec::Judge {
+                instructions,
+                max_tokens,
+                ..
+            } => {
+                let generator = judge.ok_or_else(|| {
+                    MetricError::Judge("no judge model is loaded for this evaluation".into())
+                })?;
+                run_judge(generator, instructions, *max_tokens, gold, prediction).await?
             }
         })
     }
@@ -444,6 +491,98 @@ pub fn token_f1(prediction: &str, gold: &str) -> f64 {
 
 fn compile_regex(pattern: &str) -> Result<regex::Regex, MetricError> {
     regex::Regex::new(pattern).map_err(|e| MetricError::Invalid(format!("regex /{pattern}/: {e}")))
+}
+
+/// The scores a judge may give: a grammar-constrained choice, read as a number.
+const JUDGE_SCORES: [&str; 5] = ["0", "0.25", "0.5", "0.75", "1"];
+
+/// The judge as a one-step program: it reads the example and the prediction as JSON and
+/// writes a score, then feedback.
+pub fn judge_program(instructions: &str) -> Program {
+    Program {
+        steps: vec![Predictor {
+            name: "judge".into(),
+            kind: PredictorKind::Predict,
+            signature: Signature {
+                instructions: format!(
+                    "{}\n\nYou grade a prediction against the expected answer: a score from 0 \
+                     (wrong) to 1 (fully right), then brief feedback.",
+                    instructions.trim()
+                ),
+                inputs: vec![
+                    InputField {
+                        name: "expected".into(),
+                        description: Some("the example, with its expected answer, as JSON".into()),
+                    },
+                    InputField {
+                        name: "prediction".into(),
+                        description: Some("the prediction to grade, as JSON".into()),
+                    },
+                ],
+                // The score first: a small judge that rambles in its feedback still scores.
+                outputs: vec![
+                    OutputField {
+                        name: "score".into(),
+                        description: None,
+                        ty: FieldType::Choice {
+                            choices: JUDGE_SCORES.iter().map(|s| s.to_string()).collect(),
+                        },
+                    },
+                    OutputField {
+                        name: "feedback".into(),
+                        description: Some("what is right or wrong, in one sentence".into()),
+                        ty: FieldType::Text,
+                    },
+                ],
+            },
+            demos: Vec::new(),
+        }],
+    }
+}
+
+/// Reads a judge's parsed outputs as a [`Score`].
+pub fn judge_score(outputs: &Values) -> Result<Score, MetricError> {
+    let score = outputs
+        .get("score")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| (0.0..=1.0).contains(s))
+        .ok_or_else(|| MetricError::Judge(format!("no score in {outputs:?}")))?;
+    let feedback = outputs.get("feedback").map(format_value);
+    Ok(Score { score, feedback })
+}
+
+async fn run_judge(
+    generator: &Generator,
+    instructions: &str,
+    max_tokens: u32,
+    gold: &Values,
+    prediction: &Values,
+) -> Result<Score, MetricError> {
+    let program = judge_program(instructions);
+    let inputs: Values = [
+        (
+            "expected".to_string(),
+            Value::String(serde_json::to_string(gold).expect("values serialize")),
+        ),
+        (
+            "prediction".to_string(),
+            Value::String(serde_json::to_string(prediction).expect("values serialize")),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let settings = CallSettings {
+        max_tokens,
+        ..CallSettings::default()
+    };
+    match program.forward(generator, &inputs, &settings).await {
+        Ok(prediction) => judge_score(&prediction.outputs),
+        Err(ProgramError::Unparsable { raw, error, .. }) => Err(MetricError::Judge(format!(
+            "its reply {raw:?} could not be read: {error}"
+        ))),
+        Err(e) => Err(MetricError::Judge(e.to_string())),
+    }
 }
 
 /// Runs a command metric: JSON on stdin, `{score, feedback}` on stdout, killed at the timeout.
@@ -518,7 +657,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
-            .block_on(spec.score(&values(gold), &values(prediction)))
+            .block_on(spec.score(&values(gold), &values(prediction), None))
             .unwrap()
     }
 
@@ -648,6 +787,37 @@ mod tests {
     }
 
     #[test]
+    fn judge_replies_are_read_as_scores() {
+        let program = judge_program("Be strict.");
+        let step = &program.steps[0];
+        assert!(step.grammar().contains("\"0.25\""));
+        let parsed = step
+            .parse("score: 0.25\nfeedback: close but wrong city")
+            .unwrap();
+        let s = judge_score(&parsed).unwrap();
+        assert_eq!(s.score, 0.25);
+        assert_eq!(s.feedback.as_deref(), Some("close but wrong city"));
+        assert!(step.parse("feedback: ok").is_err(), "the score is required");
+        assert!(step.parse("score: 2\nfeedback: ok").is_err());
+        let missing: Values = [("feedback".to_string(), json!("ok"))]
+            .into_iter()
+            .collect();
+        assert!(judge_score(&missing).is_err());
+        let without = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(
+                MetricSpec::Judge {
+                    model: None,
+                    instructions: "x".into(),
+                    max_tokens: 8,
+                }
+                .score(&Values::new(), &Values::new(), None),
+            );
+        assert!(without.unwrap_err().to_string().contains("no judge model"));
+    }
+
+    #[test]
     fn command_metric_reads_score_and_enforces_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("check.py");
@@ -674,10 +844,11 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(
-                    MetricSpec::Command { program, timeout_s }
-                        .score(&Values::new(), &Values::new()),
-                )
+                .block_on(MetricSpec::Command { program, timeout_s }.score(
+                    &Values::new(),
+                    &Values::new(),
+                    None,
+                ))
         };
         let slow = run(vec!["sleep".into(), "5".into()], 0.3)
             .unwrap_err()

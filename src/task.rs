@@ -192,7 +192,7 @@ impl Task {
                 | MetricSpec::Numeric { field, .. } => out.push(field.clone()),
                 MetricSpec::PerField { fields, .. } => out.extend(fields.iter().cloned()),
                 MetricSpec::Weighted { parts } => parts.iter().for_each(|p| walk(&p.metric, out)),
-                MetricSpec::Command { .. } => {}
+                MetricSpec::Command { .. } | MetricSpec::Judge { .. } => {}
             }
         }
         let mut out = Vec::new();

@@ -32,14 +32,19 @@ fn evaluate(task: &Task, split: &str, use_cache: bool) -> EvalReport {
         .enable_all()
         .build()
         .unwrap();
+    let inputs = task.example_inputs();
+    let evaluation = eval::Evaluation {
+        program: &task.program,
+        split: &split,
+        inputs: &inputs,
+        metric: &task.metric,
+        settings: &task.generation,
+    };
     runtime
         .block_on(eval::evaluate(
-            &task.program,
+            &evaluation,
             &generator,
-            &split,
-            &task.example_inputs(),
-            &task.metric,
-            &task.generation,
+            Some(&generator),
             &|_| {},
         ))
         .unwrap()
@@ -201,4 +206,103 @@ fn eval_and_predict_from_the_command_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("data.jsonl:2"), "{err}");
+}
+
+#[test]
+fn a_judge_grades_with_a_recorded_model_call() {
+    let source = std::fs::read_to_string(example("sentiment")).unwrap();
+    let source = source.replace(
+        "[metric]\nkind = \"exact_match\"\nfield = \"sentiment\"",
+        "[metric]\nkind = \"judge\"\ninstructions = \"The sentiment must match the expected one.\"",
+    );
+    let task = Task::parse(
+        &source,
+        &example("sentiment"),
+        example("sentiment").parent().unwrap().to_path_buf(),
+    )
+    .unwrap();
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
+    let mut split = data.val.0.clone();
+    split.examples.truncate(6);
+    let store = memory_store();
+    let generator = generator(shared(SMOLLM), std::sync::Arc::clone(&store));
+    let inputs = task.example_inputs();
+    let evaluation = eval::Evaluation {
+        program: &task.program,
+        split: &split,
+        inputs: &inputs,
+        metric: &task.metric,
+        settings: &task.generation,
+    };
+    let report = block_on(eval::evaluate(
+        &evaluation,
+        &generator,
+        Some(&generator),
+        &|_| {},
+    ))
+    .unwrap();
+    assert_eq!(report.results.len(), 6);
+    for result in &report.results {
+        assert!(
+            [0.0, 0.25, 0.5, 0.75, 1.0].contains(&result.score),
+            "{result:?}"
+        );
+        assert!(
+            result.feedback.as_deref().is_some_and(|f| !f.is_empty()),
+            "{result:?}"
+        );
+    }
+    // Program and judge calls are both in the store: two per example.
+    let calls = store.run_calls(generator.run_id()).unwrap();
+    assert_eq!(calls.len(), 12);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.prompt.contains("You grade a prediction"))
+            .count(),
+        6
+    );
+}
+
+#[test]
+fn a_failing_metric_fails_its_example_not_the_evaluation() {
+    let source = std::fs::read_to_string(example("sentiment"))
+        .unwrap()
+        .replace(
+            "[metric]\nkind = \"exact_match\"\nfield = \"sentiment\"",
+            "[metric]\nkind = \"command\"\nprogram = [\"sleep\", \"5\"]\ntimeout_s = 0.2",
+        );
+    let dir = example("sentiment").parent().unwrap().to_path_buf();
+    let task = Task::parse(&source, &example("sentiment"), dir).unwrap();
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
+    let mut split = data.val.0.clone();
+    split.examples.truncate(3);
+    let generator = generator(shared(SMOLLM), memory_store());
+    let inputs = task.example_inputs();
+    let evaluation = eval::Evaluation {
+        program: &task.program,
+        split: &split,
+        inputs: &inputs,
+        metric: &task.metric,
+        settings: &task.generation,
+    };
+    let report = block_on(eval::evaluate(&evaluation, &generator, None, &|_| {})).unwrap();
+    assert_eq!(report.results.len(), 3);
+    for result in &report.results {
+        assert_eq!(result.score, 0.0);
+        assert!(result.outputs.is_some());
+        assert!(
+            result
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("longer than 0.2 s"),
+            "{result:?}"
+        );
+    }
+    let stored = generator
+        .store()
+        .eval_results(generator.run_id(), "val")
+        .unwrap();
+    assert_eq!(stored.len(), 3);
 }

@@ -14,13 +14,15 @@ use tuningfork::task::Task;
 use super::args::{EvalArgs, GlobalArgs, PredictArgs, SplitName};
 use super::{engine_config, open_registry, open_store, runtime};
 
+/// Opens the store, loads the task's model, and starts a run; also returns the judge's
+/// generator when the metric needs one (the same engine when the judge model is the task's).
 fn start(
     global: &GlobalArgs,
     task: &Task,
     engine: &super::args::EngineArgs,
     kind: &str,
     extra: serde_json::Value,
-) -> Result<(Arc<Store>, Generator)> {
+) -> Result<(Arc<Store>, Generator, Option<Generator>)> {
     let store = open_store(global)?;
     let registry = open_registry(global)?;
     let config = engine_config(engine);
@@ -47,8 +49,25 @@ fn start(
         model_sha256: Some(engine_handle.model_sha256()),
         fingerprint: engine_handle.fingerprint(),
     })?;
-    let generator = Generator::new(engine_handle, Arc::clone(&store), run_id);
-    Ok((store, generator))
+    let generator = Generator::new(Arc::clone(&engine_handle), Arc::clone(&store), run_id);
+    let judge = match task.metric.judge_model() {
+        None => None,
+        Some(model) => match model.filter(|m| *m != task.task.model) {
+            None => Some(generator.clone()),
+            Some(model) => {
+                // A second engine: its calls go to the same run.
+                let judge_engine = Arc::new(load_engine(
+                    &registry,
+                    &store,
+                    &model,
+                    engine.verify,
+                    config.clone(),
+                )?);
+                Some(Generator::new(judge_engine, Arc::clone(&store), run_id))
+            }
+        },
+    };
+    Ok((store, generator, judge))
 }
 
 pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
@@ -59,7 +78,7 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         SplitName::Val => &data.val.0,
         SplitName::Test => &data.test.0,
     };
-    let (store, generator) = start(
+    let (store, generator, judge) = start(
         global,
         &task,
         &args.engine,
@@ -97,13 +116,17 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         bar.inc(1);
     };
     let inputs = task.example_inputs();
-    let result = runtime()?.block_on(eval::evaluate(
-        &task.program,
-        &generator,
+    let evaluation = eval::Evaluation {
+        program: &task.program,
         split,
-        &inputs,
-        &task.metric,
-        &task.generation,
+        inputs: &inputs,
+        metric: &task.metric,
+        settings: &task.generation,
+    };
+    let result = runtime()?.block_on(eval::evaluate(
+        &evaluation,
+        &generator,
+        judge.as_ref(),
         &on_done,
     ));
     bar.finish_and_clear();
@@ -166,7 +189,7 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
             .with_context(|| format!("--input lacks the field `{field}` that the program reads"))?;
         values.insert(field, value.clone());
     }
-    let (store, generator) = start(
+    let (store, generator, _) = start(
         global,
         &task,
         &args.engine,
