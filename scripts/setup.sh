@@ -35,5 +35,7 @@ cargo build --release
 ./target/release/tuningfork models verify
 ./target/release/tuningfork generate --max-tokens 64 \
   --system "You are a concise assistant." "In one sentence, what is a tuning fork?"
+# The bundled classification example, evaluated on its validation split.
+./target/release/tuningfork eval tests/examples/sentiment/task.toml --split val
 echo
 echo "setup: done. Try ./target/release/tuningfork --help, and run the tests with: cargo test --release"

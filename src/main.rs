@@ -9,7 +9,20 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::args::Cli::parse();
     init_tracing(args.global.verbose);
-    match cli::run(args) {
+    // `println!` panics when stdout is a closed pipe (`tuningfork runs show 3 | head`); that is
+    // the reader's choice, not an error: stay quiet and exit 0.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    let outcome = match std::panic::catch_unwind(|| cli::run(args)) {
+        Ok(outcome) => outcome,
+        Err(payload) if is_broken_pipe(payload.as_ref()) => return ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // A closed pipe (`tuningfork runs list | head`) is not a failure.
@@ -27,6 +40,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    message.contains("Broken pipe")
 }
 
 fn init_tracing(verbose: u8) {

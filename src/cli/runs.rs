@@ -72,6 +72,18 @@ pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
                 summary.prompt_tokens,
                 summary.completion_tokens
             );
+            for split in ["train", "val", "test"] {
+                let results = store.eval_results(run.id, split)?;
+                if results.is_empty() {
+                    continue;
+                }
+                let mean = results.iter().map(|r| r.score).sum::<f64>() / results.len() as f64;
+                let failed = results.iter().filter(|r| r.error.is_some()).count();
+                println!(
+                    "evaluation   {split}: {} examples, mean score {mean:.3}, {failed} failed",
+                    results.len()
+                );
+            }
             for call in calls {
                 println!();
                 println!(
