@@ -5,25 +5,17 @@ use std::sync::Arc;
 use anyhow::Result;
 use tuningfork::bench::{self, BenchOptions};
 use tuningfork::generator::{load_engine, Generator};
-use tuningfork::store::{NewRun, RunStatus};
+use tuningfork::store::NewRun;
 
 use super::args::{BenchArgs, GlobalArgs};
-use super::{engine_config, open_registry, open_store, runtime};
+use super::{engine_config, finish_run, open_engine, open_registry, open_store, runtime};
 
 pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     if args.scheduler {
         return scheduler(global, args);
     }
-    let store = open_store(global)?;
-    let registry = open_registry(global)?;
     let config = engine_config(&args.engine);
-    let engine = Arc::new(load_engine(
-        &registry,
-        &store,
-        &args.model,
-        args.engine.verify,
-        config.clone(),
-    )?);
+    let (store, _, engine) = open_engine(global, &args.model, &args.engine)?;
     let options = BenchOptions {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens.unwrap_or(64),
@@ -46,14 +38,8 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     let features = engine.fingerprint().cpu_features().join(" ");
     let generator =
         Generator::new(Arc::clone(&engine), Arc::clone(&store), run_id).with_cache(false);
-    let report = match runtime()?.block_on(bench::run(&generator, &options)) {
-        Ok(report) => report,
-        Err(e) => {
-            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
-            return Err(e.into());
-        }
-    };
-    store.finish_run(run_id, RunStatus::Completed, None)?;
+    let result = runtime()?.block_on(bench::run(&generator, &options));
+    let report = finish_run(&store, run_id, result)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -137,17 +123,8 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
             fingerprint: engine.fingerprint(),
         })?;
         let generator = Generator::new(engine, Arc::clone(&store), run_id).with_cache(cache);
-        let report = runtime.block_on(bench::run_workload(&generator, &workload, concurrent, mode));
-        store.finish_run(
-            run_id,
-            if report.is_ok() {
-                RunStatus::Completed
-            } else {
-                RunStatus::Failed
-            },
-            report.as_ref().err().map(|e| e.to_string()).as_deref(),
-        )?;
-        let report = report?;
+        let result = runtime.block_on(bench::run_workload(&generator, &workload, concurrent, mode));
+        let report = finish_run(&store, run_id, result)?;
         if !args.json {
             eprintln!("{mode}: {:.1} s", report.wall_s);
         }

@@ -8,11 +8,11 @@ use tuningfork::dataset;
 use tuningfork::eval::{self, ExampleResult};
 use tuningfork::generator::{load_engine, Generator};
 use tuningfork::program::{Values, ADAPTER_VERSION};
-use tuningfork::store::{NewRun, RunStatus, Store};
+use tuningfork::store::{NewRun, Store};
 use tuningfork::task::Task;
 
 use super::args::{EvalArgs, GlobalArgs, PredictArgs, SplitName};
-use super::{engine_config, open_registry, open_store, runtime};
+use super::{engine_config, finish_run, open_engine, runtime};
 
 /// Opens the store, loads the task's model, and starts a run; also returns the judge's
 /// generator when the metric needs one (the same engine when the judge model is the task's).
@@ -23,16 +23,8 @@ fn start(
     kind: &str,
     extra: serde_json::Value,
 ) -> Result<(Arc<Store>, Generator, Option<Generator>)> {
-    let store = open_store(global)?;
-    let registry = open_registry(global)?;
     let config = engine_config(engine);
-    let engine_handle = Arc::new(load_engine(
-        &registry,
-        &store,
-        &task.task.model,
-        engine.verify,
-        config.clone(),
-    )?);
+    let (store, registry, engine_handle) = open_engine(global, &task.task.model, engine)?;
     let run_id = store.begin_run(&NewRun {
         kind,
         config: serde_json::json!({
@@ -130,14 +122,7 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         &on_done,
     ));
     bar.finish_and_clear();
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
-            return Err(e.into());
-        }
-    };
-    store.finish_run(run_id, RunStatus::Completed, None)?;
+    let report = finish_run(&store, run_id, result)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -198,19 +183,11 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
     )?;
     let run_id = generator.run_id();
     let result = runtime()?.block_on(task.program.forward(&generator, &values, &task.generation));
-    match result {
-        Ok(prediction) => {
-            store.finish_run(run_id, RunStatus::Completed, None)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&prediction)?);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&prediction.outputs)?);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
-            Err(e.into())
-        }
+    let prediction = finish_run(&store, run_id, result)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&prediction)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&prediction.outputs)?);
     }
+    Ok(())
 }

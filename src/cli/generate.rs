@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tuningfork::engine::{GenerationRequest, Message, Prompt, SamplingParams};
-use tuningfork::generator::{load_engine, Generator};
-use tuningfork::store::{NewRun, RunStatus};
+use tuningfork::generator::Generator;
+use tuningfork::store::NewRun;
 
 use super::args::{GenerateArgs, GlobalArgs};
-use super::{engine_config, open_registry, open_store, runtime};
+use super::{engine_config, finish_run, open_engine, runtime};
 
 pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
     let grammar = match &args.grammar {
@@ -40,16 +40,8 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
         .with_stop(args.stop.clone());
     request.grammar = grammar;
 
-    let store = open_store(global)?;
-    let registry = open_registry(global)?;
     let config = engine_config(&args.engine);
-    let engine = Arc::new(load_engine(
-        &registry,
-        &store,
-        &args.model,
-        args.engine.verify,
-        config.clone(),
-    )?);
+    let (store, _, engine) = open_engine(global, &args.model, &args.engine)?;
     let run_config = serde_json::json!({
         "model": args.model,
         "engine": config,
@@ -65,36 +57,28 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
     })?;
     let generator = Generator::new(engine, Arc::clone(&store), run_id).with_cache(!args.no_cache);
     let result = runtime()?.block_on(generator.generate(request));
-    match result {
-        Ok(generated) => {
-            store.finish_run(run_id, RunStatus::Completed, None)?;
-            let mut out = std::io::stdout().lock();
-            if args.json {
-                let value = serde_json::json!({
-                    "run_id": run_id,
-                    "call_id": generated.call_id,
-                    "cached": generated.cached,
-                    "request_hash": generated.request_hash,
-                    "completion": generated.completion,
-                });
-                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-            } else {
-                writeln!(out, "{}", generated.completion.text)?;
-            }
-            let c = &generated.completion;
-            eprintln!(
-                "[run {run_id}, call {}{}: {} prompt + {} generated tokens, stop: {}]",
-                generated.call_id,
-                if generated.cached { ", from cache" } else { "" },
-                c.prompt_tokens,
-                c.completion_tokens,
-                c.stop_reason.as_str()
-            );
-            Ok(())
-        }
-        Err(e) => {
-            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
-            Err(e.into())
-        }
+    let generated = finish_run(&store, run_id, result)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = serde_json::json!({
+            "run_id": run_id,
+            "call_id": generated.call_id,
+            "cached": generated.cached,
+            "request_hash": generated.request_hash,
+            "completion": generated.completion,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else {
+        writeln!(out, "{}", generated.completion.text)?;
     }
+    let c = &generated.completion;
+    eprintln!(
+        "[run {run_id}, call {}{}: {} prompt + {} generated tokens, stop: {}]",
+        generated.call_id,
+        if generated.cached { ", from cache" } else { "" },
+        c.prompt_tokens,
+        c.completion_tokens,
+        c.stop_reason.as_str()
+    );
+    Ok(())
 }

@@ -11,9 +11,10 @@ mod runs;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tuningfork::engine::EngineConfig;
+use tuningfork::engine::{Engine, EngineConfig};
+use tuningfork::generator::load_engine;
 use tuningfork::models::Registry;
-use tuningfork::store::Store;
+use tuningfork::store::{RunStatus, Store};
 
 use args::{Cli, Command, EngineArgs, GlobalArgs};
 
@@ -52,4 +53,38 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// Opens the store and the registry, and loads the pinned model `model` with the engine
+/// options.
+fn open_engine(
+    global: &GlobalArgs,
+    model: &str,
+    args: &EngineArgs,
+) -> Result<(Arc<Store>, Registry, Arc<Engine>)> {
+    let store = open_store(global)?;
+    let registry = open_registry(global)?;
+    let engine = load_engine(&registry, &store, model, args.verify, engine_config(args))?;
+    Ok((store, registry, Arc::new(engine)))
+}
+
+/// Records how a run ended (completed, or failed with the error) and passes the result on.
+fn finish_run<T, E: std::fmt::Display>(
+    store: &Store,
+    run_id: i64,
+    result: Result<T, E>,
+) -> Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    match result {
+        Ok(value) => {
+            store.finish_run(run_id, RunStatus::Completed, None)?;
+            Ok(value)
+        }
+        Err(e) => {
+            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
+            Err(e.into())
+        }
+    }
 }
