@@ -11,13 +11,11 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 if [[ -z "${SKIP_APT:-}" ]]; then
   need=()
-  command -v cmake >/dev/null || need+=(cmake)
-  command -v cc >/dev/null || need+=(build-essential)
-  command -v clang >/dev/null || need+=(clang)
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+  for pkg in cmake build-essential clang libclang-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+  done
   command -v python3 >/dev/null || need+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
-  command -v pkg-config >/dev/null || need+=(pkg-config)
   if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
     as_root apt-get update -qq
