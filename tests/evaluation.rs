@@ -164,7 +164,10 @@ fn eval_and_predict_from_the_command_line() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["split"], "test");
     assert_eq!(report["results"].as_array().unwrap().len(), 60);
-    assert_eq!(report["failed"], 0, "every reply parses on the test split too");
+    assert_eq!(
+        report["failed"], 0,
+        "every reply parses on the test split too"
+    );
 
     // Every example is stored with its output and score.
     let stored = tuningfork::store::Store::open(&store).unwrap();
