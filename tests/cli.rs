@@ -373,3 +373,36 @@ fn bad_arguments_fail_without_a_panic() {
         );
     }
 }
+
+#[test]
+fn a_reader_closing_the_pipe_is_not_an_error() {
+    let sandbox = Sandbox::new();
+    {
+        let store = tuningfork::store::Store::open(&sandbox.store()).unwrap();
+        let fingerprint = tuningfork::engine::EngineFingerprint::current();
+        for _ in 0..1500 {
+            store
+                .begin_run(&tuningfork::store::NewRun {
+                    kind: "generate",
+                    config: serde_json::json!({}),
+                    seed: None,
+                    model_sha256: None,
+                    fingerprint: &fingerprint,
+                })
+                .unwrap();
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tuningfork"))
+        .args(["runs", "list", "--limit", "1500"])
+        .env("TUNINGFORK_STORE", sandbox.store())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // stdout is closed here, long before the listing (~170 KB) is written.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

@@ -310,3 +310,60 @@ fn a_failing_metric_fails_its_example_not_the_evaluation() {
         .unwrap();
     assert_eq!(stored.len(), 3);
 }
+
+#[test]
+fn a_killed_evaluation_keeps_every_result_it_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("s.sqlite");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tuningfork"))
+        .args([
+            "eval",
+            example("contacts").to_str().unwrap(),
+            "--split",
+            "train",
+        ])
+        .env("TUNINGFORK_STORE", &store_path)
+        .env("TUNINGFORK_MODELS", models_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a few examples are stored, then kill it without warning.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let stored = loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let count = rusqlite::Connection::open(&store_path)
+            .ok()
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM eval_results", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .ok()
+            })
+            .unwrap_or(0);
+        if count >= 3 {
+            break count;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no results were stored"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the evaluation ended too early to be killed"
+        );
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = tuningfork::store::Store::open(&store_path).unwrap();
+    let run = store.run("1").unwrap();
+    assert_eq!(run.status, "running", "a killed run is left as it was");
+    let results = store.eval_results(1, "train").unwrap();
+    assert!(results.len() as i64 >= stored);
+    for result in &results {
+        assert!(result.outputs.is_some() || result.error.is_some());
+    }
+    // Every stored result's model call is stored too.
+    assert!(store.run_calls(1).unwrap().len() >= results.len());
+}
