@@ -3,6 +3,7 @@
 //! The library holds everything; the `tuningfork` binary only parses arguments and calls it.
 //! See `ARCHITECTURE.md` for the map of modules and the invariants they keep.
 
+pub mod artifact;
 pub mod bench;
 pub mod dataset;
 pub mod engine;

@@ -76,6 +76,33 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run a task's program on one input.
     Predict(PredictArgs),
+    /// Versioned programs: create, list, show, diff, export, import, promote, roll back.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// Store a task's program as it is written (the baseline) and print its hash.
+    Create { task: PathBuf },
+    /// Every stored artifact.
+    List,
+    /// One artifact as JSON.
+    Show { id: String },
+    /// What changed from A to B.
+    Diff { a: String, b: String },
+    /// Write an artifact's JSON to a file (or stdout).
+    Export {
+        id: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Store an exported artifact.
+    Import { file: PathBuf },
+    /// Point a name at an artifact.
+    Promote { name: String, id: String },
+    /// Point a name back at the artifact it had before.
+    Rollback { name: String },
 }
 
 /// A dataset split.
@@ -92,6 +119,10 @@ pub struct EvalArgs {
     pub task: PathBuf,
     #[arg(long, value_enum, default_value = "val")]
     pub split: SplitName,
+    /// Evaluate a stored artifact (hash, hash prefix or promoted name) instead of the task
+    /// file's program.
+    #[arg(long)]
+    pub program: Option<String>,
     /// Always run inference, even when an identical call is stored.
     #[arg(long)]
     pub no_cache: bool,
@@ -109,6 +140,10 @@ pub struct PredictArgs {
     /// The example's input fields as a JSON object.
     #[arg(long)]
     pub input: String,
+    /// Run a stored artifact (hash, hash prefix or promoted name) instead of the task file's
+    /// program.
+    #[arg(long)]
+    pub program: Option<String>,
     /// Print the whole trace as JSON.
     #[arg(long)]
     pub json: bool,

@@ -12,7 +12,7 @@ use tuningfork::store::{NewRun, Store};
 use tuningfork::task::Task;
 
 use super::args::{EvalArgs, GlobalArgs, PredictArgs, SplitName};
-use super::{engine_config, finish_run, open_engine, runtime};
+use super::{engine_config, finish_run, open_engine, open_registry, open_store, runtime};
 
 /// Opens the store, loads the task's model, and starts a run; also returns the judge's
 /// generator when the metric needs one (the same engine when the judge model is the task's).
@@ -62,8 +62,55 @@ fn start(
     Ok((store, generator, judge))
 }
 
+/// Replaces the task's program with a stored artifact's, after checking that the artifact was
+/// made for this task and this task's model; returns the artifact's hash.
+fn use_artifact(
+    global: &GlobalArgs,
+    task: &mut Task,
+    reference: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(reference) = reference else {
+        return Ok(None);
+    };
+    let stored = open_store(global)?.artifact(reference)?;
+    let artifact = stored.artifact;
+    if artifact.task != task.task.name {
+        bail!(
+            "artifact {} was made for task `{}`, not `{}`",
+            &stored.hash[..12],
+            artifact.task,
+            task.task.name
+        );
+    }
+    let pin = open_registry(global)?.get(&task.task.model)?.clone();
+    if artifact.model.sha256 != pin.sha256 {
+        bail!(
+            "artifact {} was made for model {} ({}), but the task uses {} ({}); results would not carry over",
+            &stored.hash[..12],
+            artifact.model.name,
+            &artifact.model.sha256[..12],
+            pin.name,
+            &pin.sha256[..12]
+        );
+    }
+    if artifact.adapter_version != ADAPTER_VERSION {
+        bail!(
+            "artifact {} was made with adapter version {}; this tuningfork renders prompts with version {ADAPTER_VERSION}",
+            &stored.hash[..12],
+            artifact.adapter_version
+        );
+    }
+    artifact
+        .program
+        .validate(&task.example_inputs())
+        .map_err(|e| anyhow::anyhow!("artifact {}: {e}", &stored.hash[..12]))?;
+    task.program = artifact.program;
+    Ok(Some(stored.hash))
+}
+
 pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
-    let task = Task::load(&args.task)?;
+    let mut task = Task::load(&args.task)?;
+    let artifact = use_artifact(global, &mut task, args.program.as_deref())?;
     let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
     let split = match args.split {
         SplitName::Train => &data.train.0,
@@ -78,6 +125,7 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         serde_json::json!({
             "split": split.name,
             "split_hash": split.hash,
+            "artifact": artifact,
             "train_hash": data.train.0.hash,
             "val_hash": data.val.0.hash,
             "test_hash": data.test.0.hash,
@@ -161,7 +209,8 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
 }
 
 pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
-    let task = Task::load(&args.task)?;
+    let mut task = Task::load(&args.task)?;
+    let artifact = use_artifact(global, &mut task, args.program.as_deref())?;
     let input: serde_json::Value = serde_json::from_str(&args.input)
         .context("--input must be a JSON object, e.g. '{\"review\": \"Great kettle.\"}'")?;
     let serde_json::Value::Object(object) = input else {
@@ -179,7 +228,7 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
         &task,
         &args.engine,
         "predict",
-        serde_json::json!({ "input": values }),
+        serde_json::json!({ "input": values, "artifact": artifact }),
     )?;
     let run_id = generator.run_id();
     let result = runtime()?.block_on(task.program.forward(&generator, &values, &task.generation));

@@ -2,6 +2,7 @@
 //! its arguments, calls the library, and prints.
 
 pub mod args;
+mod artifacts;
 mod bench;
 mod eval;
 mod generate;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(&cli.global, args),
         Command::Eval(args) => eval::eval(&cli.global, args),
         Command::Predict(args) => eval::predict(&cli.global, args),
+        Command::Artifacts(command) => artifacts::run(&cli.global, command),
     }
 }
 

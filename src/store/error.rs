@@ -29,6 +29,16 @@ pub enum StoreError {
     },
     #[error("no run {0} in the store; `tuningfork runs list` shows the stored runs")]
     NoSuchRun(String),
+    #[error(
+        "no artifact or promoted name `{0}` in the store; `tuningfork artifacts list` shows them"
+    )]
+    NoSuchArtifact(String),
+    #[error("`{0}` is the start of more than one artifact hash; give more digits")]
+    AmbiguousArtifact(String),
+    #[error("`{0}` has never pointed at another artifact; there is nothing to roll back to")]
+    NothingToRollBack(String),
+    #[error("the store holds data this tuningfork cannot read: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

@@ -4,6 +4,7 @@
 //! `store/migrations/`, embedded in the binary; a shipped migration is never edited.
 //! Connection pragmas (WAL, `synchronous = NORMAL`, foreign keys) are set here, in code.
 
+mod artifacts;
 mod calls;
 mod error;
 mod evals;
@@ -14,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension};
 
+pub use artifacts::StoredArtifact;
 pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
@@ -35,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "evaluation results",
         include_str!("migrations/0002_evaluations.sql"),
+    ),
+    (
+        3,
+        "program artifacts and promotions",
+        include_str!("migrations/0003_artifacts.sql"),
     ),
 ];
 

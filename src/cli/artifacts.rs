@@ -1,0 +1,106 @@
+//! `tuningfork artifacts …`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tuningfork::artifact::{Artifact, ArtifactModel};
+use tuningfork::task::Task;
+
+use super::args::{ArtifactsCommand, GlobalArgs};
+use super::{open_registry, open_store};
+
+pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
+    let store = open_store(global)?;
+    match command {
+        ArtifactsCommand::Create { task } => {
+            let task = Task::load(&task)?;
+            let registry = open_registry(global)?;
+            let pin = registry.get(&task.task.model)?;
+            let artifact = Artifact::new(
+                &task.task.name,
+                task.program.clone(),
+                ArtifactModel {
+                    name: pin.name.clone(),
+                    sha256: pin.sha256.clone(),
+                },
+            );
+            let hash = store.save_artifact(&artifact)?;
+            println!("{hash}");
+        }
+        ArtifactsCommand::List => {
+            let artifacts = store.list_artifacts()?;
+            if artifacts.is_empty() {
+                println!("no artifacts in {}", global.store.display());
+                return Ok(());
+            }
+            println!(
+                "{:<14} {:<16} {:<14} {:>7} {:>7}  CREATED",
+                "HASH", "TASK", "MODEL", "VAL", "TEST"
+            );
+            for stored in artifacts {
+                let a = &stored.artifact;
+                let score = |s: &str| {
+                    a.scores
+                        .get(s)
+                        .map_or("-".to_string(), |v| format!("{v:.3}"))
+                };
+                println!(
+                    "{:<14} {:<16} {:<14} {:>7} {:>7}  {}",
+                    &stored.hash[..12],
+                    a.task,
+                    a.model.name,
+                    score("val"),
+                    score("test"),
+                    stored.created_at
+                );
+            }
+        }
+        ArtifactsCommand::Show { id } => {
+            let stored = store.artifact(&id)?;
+            println!("hash {}", stored.hash);
+            println!("{}", stored.artifact.to_json());
+        }
+        ArtifactsCommand::Diff { a, b } => {
+            let (a, b) = (store.artifact(&a)?, store.artifact(&b)?);
+            let lines = a.artifact.diff(&b.artifact);
+            if lines.is_empty() {
+                println!("no differences");
+            }
+            for line in lines {
+                println!("{line}");
+            }
+        }
+        ArtifactsCommand::Export { id, out } => {
+            let stored = store.artifact(&id)?;
+            let json = stored.artifact.to_json();
+            match out {
+                Some(path) => std::fs::write(&path, json + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => println!("{json}"),
+            }
+        }
+        ArtifactsCommand::Import { file } => {
+            let artifact = read_artifact(&file)?;
+            let hash = store.save_artifact(&artifact)?;
+            println!("{hash}");
+        }
+        ArtifactsCommand::Promote { name, id } => {
+            if name.len() >= 6 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("`{name}` looks like a hash; choose a name with other characters");
+            }
+            let hash = store.promote(&name, &id)?;
+            println!("{name} -> {hash}");
+        }
+        ArtifactsCommand::Rollback { name } => {
+            let hash = store.rollback(&name)?;
+            println!("{name} -> {hash}");
+        }
+    }
+    Ok(())
+}
+
+fn read_artifact(path: &Path) -> Result<Artifact> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Artifact::from_json(&text, &path.display().to_string())?)
+}
