@@ -7,8 +7,9 @@ use std::process::Command;
 
 use common::*;
 use serde_json::json;
-use tuningfork::dataset;
+use tuningfork::dataset::{self, Split};
 use tuningfork::eval::{self, EvalReport};
+use tuningfork::generator::Generator;
 use tuningfork::program::{PredictorKind, Values};
 use tuningfork::task::Task;
 
@@ -19,6 +20,25 @@ fn example(name: &str) -> PathBuf {
         .join("task.toml")
 }
 
+/// Evaluates `task`'s program on `split` through `generator` (also the judge).
+fn evaluate_on(task: &Task, split: &Split, generator: &Generator) -> EvalReport {
+    let inputs = task.example_inputs();
+    let evaluation = eval::Evaluation {
+        program: &task.program,
+        split,
+        inputs: &inputs,
+        metric: &task.metric,
+        settings: &task.generation,
+    };
+    block_on(eval::evaluate(
+        &evaluation,
+        generator,
+        Some(generator),
+        &|_| {},
+    ))
+    .unwrap()
+}
+
 fn evaluate(task: &Task, split: &str, use_cache: bool) -> EvalReport {
     let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
     let split = match split {
@@ -27,27 +47,23 @@ fn evaluate(task: &Task, split: &str, use_cache: bool) -> EvalReport {
         _ => data.train.0,
     };
     let generator = generator(shared(SMOLLM), memory_store()).with_cache(use_cache);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let inputs = task.example_inputs();
-    let evaluation = eval::Evaluation {
-        program: &task.program,
-        split: &split,
-        inputs: &inputs,
-        metric: &task.metric,
-        settings: &task.generation,
-    };
-    runtime
-        .block_on(eval::evaluate(
-            &evaluation,
-            &generator,
-            Some(&generator),
-            &|_| {},
-        ))
+    evaluate_on(task, &split, &generator)
+}
+
+/// The sentiment task with another `[metric]`, and the first `n` examples of its val split.
+fn sentiment_with_metric(metric: &str, n: usize) -> (Task, Split) {
+    let source = std::fs::read_to_string(example("sentiment"))
         .unwrap()
+        .replace(
+            "[metric]\nkind = \"exact_match\"\nfield = \"sentiment\"",
+            metric,
+        );
+    let dir = example("sentiment").parent().unwrap().to_path_buf();
+    let task = Task::parse(&source, &example("sentiment"), dir).unwrap();
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
+    let mut split = data.val.0;
+    split.examples.truncate(n);
+    (task, split)
 }
 
 #[test]
@@ -214,37 +230,13 @@ fn eval_and_predict_from_the_command_line() {
 
 #[test]
 fn a_judge_grades_with_a_recorded_model_call() {
-    let source = std::fs::read_to_string(example("sentiment")).unwrap();
-    let source = source.replace(
-        "[metric]\nkind = \"exact_match\"\nfield = \"sentiment\"",
+    let (task, split) = sentiment_with_metric(
         "[metric]\nkind = \"judge\"\ninstructions = \"The sentiment must match the expected one.\"",
+        6,
     );
-    let task = Task::parse(
-        &source,
-        &example("sentiment"),
-        example("sentiment").parent().unwrap().to_path_buf(),
-    )
-    .unwrap();
-    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
-    let mut split = data.val.0.clone();
-    split.examples.truncate(6);
     let store = memory_store();
     let generator = generator(shared(SMOLLM), std::sync::Arc::clone(&store));
-    let inputs = task.example_inputs();
-    let evaluation = eval::Evaluation {
-        program: &task.program,
-        split: &split,
-        inputs: &inputs,
-        metric: &task.metric,
-        settings: &task.generation,
-    };
-    let report = block_on(eval::evaluate(
-        &evaluation,
-        &generator,
-        Some(&generator),
-        &|_| {},
-    ))
-    .unwrap();
+    let report = evaluate_on(&task, &split, &generator);
     assert_eq!(report.results.len(), 6);
     for result in &report.results {
         assert!(
@@ -270,27 +262,12 @@ fn a_judge_grades_with_a_recorded_model_call() {
 
 #[test]
 fn a_failing_metric_fails_its_example_not_the_evaluation() {
-    let source = std::fs::read_to_string(example("sentiment"))
-        .unwrap()
-        .replace(
-            "[metric]\nkind = \"exact_match\"\nfield = \"sentiment\"",
-            "[metric]\nkind = \"command\"\nprogram = [\"sleep\", \"5\"]\ntimeout_s = 0.2",
-        );
-    let dir = example("sentiment").parent().unwrap().to_path_buf();
-    let task = Task::parse(&source, &example("sentiment"), dir).unwrap();
-    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields()).unwrap();
-    let mut split = data.val.0.clone();
-    split.examples.truncate(3);
+    let (task, split) = sentiment_with_metric(
+        "[metric]\nkind = \"command\"\nprogram = [\"sleep\", \"5\"]\ntimeout_s = 0.2",
+        3,
+    );
     let generator = generator(shared(SMOLLM), memory_store());
-    let inputs = task.example_inputs();
-    let evaluation = eval::Evaluation {
-        program: &task.program,
-        split: &split,
-        inputs: &inputs,
-        metric: &task.metric,
-        settings: &task.generation,
-    };
-    let report = block_on(eval::evaluate(&evaluation, &generator, None, &|_| {})).unwrap();
+    let report = evaluate_on(&task, &split, &generator);
     assert_eq!(report.results.len(), 3);
     for result in &report.results {
         assert_eq!(result.score, 0.0);

@@ -14,6 +14,17 @@ pub struct StoredArtifact {
 }
 
 impl Store {
+    /// The first column of every row of `sql`.
+    fn strings(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(sql).map_err(|e| self.sql_error(e))?;
+        let rows = statement
+            .query_map(params, |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql_error(e))?;
+        Ok(rows)
+    }
+
     /// Stores an artifact (once per content hash) and returns its hash.
     pub fn save_artifact(&self, artifact: &Artifact) -> Result<String, StoreError> {
         let hash = artifact.content_hash();
@@ -55,14 +66,10 @@ impl Store {
         if prefix.len() < 6 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(not_found());
         }
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare("SELECT hash FROM artifacts WHERE hash LIKE ?1 || '%' LIMIT 2")
-            .map_err(|e| self.sql_error(e))?;
-        let hashes = statement
-            .query_map([prefix.to_lowercase()], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.sql_error(e))?;
+        let hashes = self.strings(
+            "SELECT hash FROM artifacts WHERE hash LIKE ?1 || '%' LIMIT 2",
+            [prefix.to_lowercase()],
+        )?;
         match hashes.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(not_found()),
@@ -72,17 +79,10 @@ impl Store {
 
     /// Every stored artifact, newest first.
     pub fn list_artifacts(&self) -> Result<Vec<StoredArtifact>, StoreError> {
-        let hashes: Vec<String> = {
-            let conn = self.conn();
-            let mut statement = conn
-                .prepare("SELECT hash FROM artifacts ORDER BY created_at DESC, hash")
-                .map_err(|e| self.sql_error(e))?;
-            let rows = statement
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| self.sql_error(e))?;
-            rows
-        };
+        let hashes = self.strings(
+            "SELECT hash FROM artifacts ORDER BY created_at DESC, hash",
+            [],
+        )?;
         hashes.iter().map(|h| self.artifact(h)).collect()
     }
 
@@ -112,17 +112,10 @@ impl Store {
 
     /// Points `name` back at the artifact it pointed at before its current one; returns it.
     pub fn rollback(&self, name: &str) -> Result<String, StoreError> {
-        let history: Vec<String> = {
-            let conn = self.conn();
-            let mut statement = conn
-                .prepare("SELECT hash FROM promotions WHERE name = ?1 ORDER BY id DESC")
-                .map_err(|e| self.sql_error(e))?;
-            let rows = statement
-                .query_map([name], |r| r.get(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| self.sql_error(e))?;
-            rows
-        };
+        let history = self.strings(
+            "SELECT hash FROM promotions WHERE name = ?1 ORDER BY id DESC",
+            [name],
+        )?;
         let current = history
             .first()
             .ok_or_else(|| StoreError::NoSuchArtifact(name.to_string()))?;
