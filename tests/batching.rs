@@ -107,11 +107,7 @@ fn alone(engine: &Arc<Engine>, requests: &[GenerationRequest]) -> Vec<Completion
 }
 
 fn together(engine: Arc<Engine>, requests: &[GenerationRequest]) -> Vec<Completion> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime();
     runtime.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (i, request) in requests.iter().cloned().enumerate() {
@@ -189,11 +185,7 @@ fn a_dropped_request_frees_its_slot_and_others_finish() {
             ..EngineConfig::default()
         },
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime();
     runtime.block_on(async {
         let long = GenerationRequest::raw("Count: 1, 2, 3,", 2000);
         let e = Arc::clone(&engine);

@@ -92,11 +92,8 @@ impl Generation {
         if self.prefill_done.is_none() {
             self.prefill_done = Some(Instant::now());
         }
-        if self.generated >= request.max_tokens {
-            return Ok(Step::Finished(
-                self.finish(self.text(), StopReason::MaxTokens),
-            ));
-        }
+        // `max_tokens >= 1` (checked in `Engine::prepare`), and the limit is checked after
+        // every generated token below, so it cannot be reached here.
         if position >= n_ctx {
             return Ok(Step::Finished(
                 self.finish(self.text(), StopReason::ContextFull),

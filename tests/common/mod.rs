@@ -73,6 +73,15 @@ pub fn memory_store() -> Arc<Store> {
     Arc::new(Store::open_in_memory().unwrap())
 }
 
+/// A runtime with two worker threads, for tests that submit work from several tasks at once.
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
