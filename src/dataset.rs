@@ -127,7 +127,7 @@ pub enum DatasetError {
 }
 
 impl Split {
-    fn new(name: &'static str, examples: Vec<Example>) -> Self {
+    pub fn new(name: &'static str, examples: Vec<Example>) -> Self {
         let mut hasher = Sha256::new();
         for example in &examples {
             hasher.update(canonical(&example.values).as_bytes());

@@ -137,17 +137,20 @@ pub async fn evaluate(
 }
 
 /// Everything one example's run needs.
-struct ExampleTask<'a> {
-    program: &'a Program,
-    generator: &'a Generator,
-    judge: Option<&'a Generator>,
-    inputs: &'a [String],
-    metric: &'a MetricSpec,
-    settings: &'a CallSettings,
+pub struct ExampleTask<'a> {
+    pub program: &'a Program,
+    pub generator: &'a Generator,
+    pub judge: Option<&'a Generator>,
+    /// The example fields the program reads.
+    pub inputs: &'a [String],
+    pub metric: &'a MetricSpec,
+    pub settings: &'a CallSettings,
 }
 
 impl ExampleTask<'_> {
-    async fn run(
+    /// Runs the program on one example and scores it; also returns the trace as JSON (every
+    /// step, the failing one last when a reply could not be used).
+    pub async fn run(
         &self,
         index: usize,
         example: &Example,

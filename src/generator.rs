@@ -95,6 +95,8 @@ pub struct Generator {
     engine: Arc<Engine>,
     store: Arc<Store>,
     run_id: i64,
+    /// The scheduler queue the calls join; queues take turns.
+    group: u64,
     use_cache: bool,
 }
 
@@ -104,8 +106,16 @@ impl Generator {
             engine,
             store,
             run_id,
+            group: run_id as u64,
             use_cache: true,
         }
+    }
+
+    /// Puts this generator's calls in their own scheduler queue, so that several loops of one
+    /// run take turns on the engine instead of queueing behind each other.
+    pub fn in_group(mut self, group: u64) -> Self {
+        self.group = group;
+        self
     }
 
     /// `false` forces inference even when an identical call is stored (`--no-cache`).
@@ -192,11 +202,7 @@ impl Generator {
             }
         }
 
-        match self
-            .engine
-            .submit_in(self.run_id as u64, prepared.clone())
-            .await
-        {
+        match self.engine.submit_in(self.group, prepared.clone()).await {
             Ok(completion) => {
                 let call_id = record(Ok(&completion), false)?;
                 Ok(Generated {

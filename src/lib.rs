@@ -11,6 +11,7 @@ pub mod eval;
 pub mod generator;
 pub mod metrics;
 pub mod models;
+pub mod optimize;
 pub mod program;
 pub mod store;
 pub mod task;

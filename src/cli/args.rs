@@ -79,6 +79,82 @@ pub enum Command {
     /// Versioned programs: create, list, show, diff, export, import, promote, roll back.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Optimize tasks' programs: few-shot optimizers scored on validation, reported on test.
+    Optimize(OptimizeArgs),
+    /// Continue an interrupted optimization run without redoing its stored work.
+    Resume(ResumeArgs),
+}
+
+/// An optimizer on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerName {
+    /// k labeled demonstrations sampled from train (k = --max-labeled).
+    Labeled,
+    /// Demonstrations from the teacher's passing traces, filled up with labeled ones.
+    Bootstrap,
+    /// Zero-shot, labeled, bootstrap and --candidates shuffled bootstraps, best on val.
+    RandomSearch,
+}
+
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// Task files (TOML). Each task and optimizer pair runs as its own loop; all loops share
+    /// one engine per model.
+    #[arg(required = true)]
+    pub tasks: Vec<PathBuf>,
+    /// The optimizer (repeatable: each one runs on every task).
+    #[arg(long = "optimizer", value_enum, default_values_t = [OptimizerName::RandomSearch])]
+    pub optimizers: Vec<OptimizerName>,
+    /// Stop after this long with the best program so far (e.g. 8h, 90m, 1h30m).
+    #[arg(long)]
+    pub budget_time: Option<String>,
+    /// Stop before making more than this many model calls (cached ones included).
+    #[arg(long)]
+    pub budget_calls: Option<u64>,
+    /// Stop after this many prompt and completion tokens.
+    #[arg(long)]
+    pub budget_tokens: Option<u64>,
+    /// The seed of every random choice (default: each task's `[task] seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Demonstrations per predictor in total (labeled: k).
+    #[arg(long, default_value_t = 8)]
+    pub max_labeled: usize,
+    /// Demonstrations taken from passing teacher traces, per predictor.
+    #[arg(long, default_value_t = 4)]
+    pub max_bootstrapped: usize,
+    /// Passes of the teacher over train; later ones sample at temperature 0.7.
+    #[arg(long, default_value_t = 1)]
+    pub max_rounds: usize,
+    /// A teacher trace passes when its metric score is at least this.
+    #[arg(long, default_value_t = 1.0)]
+    pub threshold: f64,
+    /// Shuffled bootstraps tried by random search.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// Start from a stored artifact (hash, prefix or promoted name) instead of the task
+    /// file's program.
+    #[arg(long)]
+    pub program: Option<String>,
+    /// Point this name at the result (with a single loop).
+    #[arg(long)]
+    pub promote: Option<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run's id or uid (`tuningfork runs list`).
+    pub run: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Subcommand)]

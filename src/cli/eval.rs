@@ -64,7 +64,7 @@ fn start(
 
 /// Replaces the task's program with a stored artifact's, after checking that the artifact was
 /// made for this task and this task's model; returns the artifact's hash.
-fn use_artifact(
+pub(super) fn use_artifact(
     global: &GlobalArgs,
     task: &mut Task,
     reference: Option<&str>,

@@ -7,6 +7,7 @@ mod bench;
 mod eval;
 mod generate;
 mod models;
+mod optimize;
 mod runs;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::eval(&cli.global, args),
         Command::Predict(args) => eval::predict(&cli.global, args),
         Command::Artifacts(command) => artifacts::run(&cli.global, command),
+        Command::Optimize(args) => optimize::optimize(&cli.global, args),
+        Command::Resume(args) => optimize::resume(&cli.global, args),
     }
 }
 

@@ -93,7 +93,7 @@ pub struct Program {
 }
 
 /// What one step did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTrace {
     pub predictor: String,
     pub inputs: Values,
@@ -102,6 +102,9 @@ pub struct StepTrace {
     pub raw: String,
     pub call_id: i64,
     pub cached: bool,
+    /// Prompt plus completion tokens of the call.
+    #[serde(default)]
+    pub tokens: u64,
 }
 
 /// A program's run on one example: the final values and every step.
@@ -216,6 +219,8 @@ impl Program {
                 raw: raw.clone(),
                 call_id: generated.call_id,
                 cached: generated.cached,
+                tokens: u64::from(generated.completion.prompt_tokens)
+                    + u64::from(generated.completion.completion_tokens),
             });
             match parsed {
                 Ok(parsed) => {

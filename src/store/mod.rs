@@ -8,6 +8,7 @@ mod artifacts;
 mod calls;
 mod error;
 mod evals;
+mod optimizations;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use artifacts::StoredArtifact;
 pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
+pub use optimizations::{CandidateRow, OptimizationRow, ResultRow};
 pub use runs::{NewRun, RunRecord, RunStatus, RunSummary};
 
 use crate::models::{HashMemo, ModelPin};
@@ -42,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "program artifacts and promotions",
         include_str!("migrations/0003_artifacts.sql"),
+    ),
+    (
+        4,
+        "optimization loops, candidates and their results",
+        include_str!("migrations/0004_optimizations.sql"),
     ),
 ];
 

@@ -1,0 +1,355 @@
+//! Few-shot optimizers: labeled demonstrations, bootstrapped demonstrations, and a random
+//! search over bootstrapped programs.
+
+use std::collections::BTreeSet;
+
+use super::session::{program_hash, Batch, Candidate, Session};
+use super::{BootstrapSettings, OptimizeError, OptimizeFuture, Optimizer};
+use crate::dataset::Example;
+use crate::engine::sampling::Rng;
+use crate::engine::SamplingParams;
+use crate::program::{CallSettings, Demo, Predictor, Program, StepTrace, Values};
+
+/// Training examples run by the teacher at once while bootstrapping. The traces kept are the
+/// first passing ones in the training order, whatever the chunk size.
+const TEACHER_CHUNK: usize = 16;
+
+/// The temperature of bootstrapping rounds after the first.
+const ROUND_TEMPERATURE: f32 = 0.7;
+
+/// `k` distinct indices below `n`, in a seeded random order.
+fn sample_indices(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    let k = k.min(n);
+    for i in 0..k {
+        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(k);
+    all
+}
+
+/// `0..n` in a seeded random order.
+fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
+    sample_indices(rng, n, n)
+}
+
+/// The demonstration a labeled example makes for `step`: the step's inputs and whichever of
+/// its outputs the example has. `None` when the example lacks an input or every output
+/// (an intermediate step of a multi-step program).
+fn labeled_demo(step: &Predictor, example: &Example) -> Option<Demo> {
+    let mut inputs = Values::new();
+    for field in &step.signature.inputs {
+        inputs.insert(field.name.clone(), example.values.get(&field.name)?.clone());
+    }
+    let outputs: Values = step
+        .signature
+        .outputs
+        .iter()
+        .filter_map(|f| {
+            example
+                .values
+                .get(&f.name)
+                .map(|v| (f.name.clone(), v.clone()))
+        })
+        .collect();
+    (!outputs.is_empty()).then_some(Demo { inputs, outputs })
+}
+
+/// `program` with every step's demonstrations replaced by `demos(step)`.
+fn with_demos(program: &Program, demos: impl Fn(&Predictor) -> Vec<Demo>) -> Program {
+    Program {
+        steps: program
+            .steps
+            .iter()
+            .map(|step| Predictor {
+                demos: demos(step),
+                ..step.clone()
+            })
+            .collect(),
+    }
+}
+
+/// `program` with labeled demonstrations from `examples`, in order.
+fn with_labeled(program: &Program, examples: &[&Example]) -> Program {
+    with_demos(program, |step| {
+        examples
+            .iter()
+            .filter_map(|e| labeled_demo(step, e))
+            .collect()
+    })
+}
+
+/// Labeled demonstrations from `k` training examples sampled with the rng of `purpose`.
+fn labeled_program(session: &Session, program: &Program, k: usize, purpose: &str) -> Program {
+    let train = &session.train().0.examples;
+    let picked = sample_indices(&mut session.rng(purpose), train.len(), k);
+    let examples: Vec<&Example> = picked.iter().map(|&i| &train[i]).collect();
+    with_labeled(program, &examples)
+}
+
+/// **LabeledFewShot**: `k` demonstrations sampled from the training split.
+pub struct LabeledFewShot {
+    pub k: usize,
+}
+
+impl Optimizer for LabeledFewShot {
+    fn name(&self) -> &'static str {
+        "labeled_few_shot"
+    }
+
+    fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
+        Box::pin(async move {
+            let program = labeled_program(session, session.student(), self.k, "labeled");
+            let candidate = session.propose(format!("labeled k={}", self.k), program, Some(0))?;
+            session.score(&candidate, Batch::Val).await?;
+            Ok(candidate)
+        })
+    }
+}
+
+/// **BootstrapFewShot**: a teacher (the program with labeled demonstrations) runs over the
+/// training split; every trace that passes the metric becomes a demonstration of each
+/// predictor it went through, reasoning included; labeled examples fill up the rest.
+pub struct BootstrapFewShot {
+    pub settings: BootstrapSettings,
+}
+
+impl Optimizer for BootstrapFewShot {
+    fn name(&self) -> &'static str {
+        "bootstrap_few_shot"
+    }
+
+    fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
+        Box::pin(async move {
+            let order: Vec<usize> = (0..session.train().0.len()).collect();
+            let program = bootstrap(
+                session,
+                &self.settings,
+                &order,
+                self.settings.max_bootstrapped,
+                "bootstrap",
+            )
+            .await?;
+            let candidate = session.propose("bootstrap", program, Some(0))?;
+            session.score(&candidate, Batch::Val).await?;
+            Ok(candidate)
+        })
+    }
+}
+
+/// **BootstrapFewShot with random search**: zero-shot, labeled-only, the unshuffled bootstrap,
+/// then `candidates` bootstraps over seeded shuffles of the training split with seeded random
+/// demonstration counts; all are scored on the validation split together, and the best wins
+/// (the earliest among equals).
+pub struct RandomSearch {
+    pub settings: BootstrapSettings,
+    pub candidates: usize,
+}
+
+impl Optimizer for RandomSearch {
+    fn name(&self) -> &'static str {
+        "random_search"
+    }
+
+    fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
+        Box::pin(async move {
+            let settings = &self.settings;
+            let student = session.student();
+            let n = session.train().0.len();
+            let mut candidates = vec![session.propose("zero-shot", student.clone(), Some(0))?];
+            if settings.max_labeled > 0 {
+                let program = labeled_program(session, student, settings.max_labeled, "labeled");
+                candidates.push(session.propose(
+                    format!("labeled k={}", settings.max_labeled),
+                    program,
+                    Some(0),
+                )?);
+            }
+            let order: Vec<usize> = (0..n).collect();
+            let program = bootstrap(
+                session,
+                settings,
+                &order,
+                settings.max_bootstrapped,
+                "bootstrap",
+            )
+            .await?;
+            candidates.push(session.propose("bootstrap", program, Some(0))?);
+            for c in 0..self.candidates {
+                let mut rng = session.rng(&format!("random-search:{c}"));
+                let order = shuffled(&mut rng, n);
+                let size = if settings.max_bootstrapped == 0 {
+                    0
+                } else {
+                    1 + (rng.next_u64() % settings.max_bootstrapped as u64) as usize
+                };
+                let program = bootstrap(
+                    session,
+                    settings,
+                    &order,
+                    size,
+                    &format!("random-search:{c}"),
+                )
+                .await?;
+                candidates.push(session.propose(
+                    format!("bootstrap shuffle {c} ({size} traced)"),
+                    program,
+                    Some(0),
+                )?);
+            }
+            // Identical programs are scored once.
+            let mut seen = BTreeSet::new();
+            let distinct: Vec<Candidate> = candidates
+                .iter()
+                .filter(|c| seen.insert(c.hash.clone()))
+                .cloned()
+                .collect();
+            session.score_all(&distinct).await?;
+            session
+                .best()
+                .ok_or_else(|| OptimizeError::Invalid("no candidate was scored".into()))
+        })
+    }
+}
+
+/// Bootstraps demonstrations for every predictor of the student: the teacher runs over the
+/// training examples in `order` until `max_bootstrapped` traces pass, then labeled examples
+/// fill each predictor up to `max_labeled` demonstrations. `purpose` seeds the fill.
+async fn bootstrap(
+    session: &Session,
+    settings: &BootstrapSettings,
+    order: &[usize],
+    max_bootstrapped: usize,
+    purpose: &str,
+) -> Result<Program, OptimizeError> {
+    let student = session.student();
+    let train = &session.train().0.examples;
+    // The teacher: the student with labeled demonstrations (the same for every bootstrap of
+    // a run, so its traces are computed once and shared).
+    let teacher = if settings.max_labeled > 0 {
+        labeled_program(session, student, settings.max_labeled, "teacher")
+    } else {
+        student.clone()
+    };
+    let teacher_hash = program_hash(&teacher);
+    let mut traced: Vec<(usize, Vec<StepTrace>)> = Vec::new();
+    for round in 0..settings.max_rounds {
+        if traced.len() >= max_bootstrapped {
+            break;
+        }
+        let call_settings = round_settings(session, round);
+        let subject = format!("teacher:{teacher_hash}:round{round}");
+        let done: BTreeSet<usize> = traced.iter().map(|(i, _)| *i).collect();
+        let remaining: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|i| !done.contains(i))
+            .collect();
+        session.stage(
+            &format!("{purpose}: teacher round {}", round + 1),
+            remaining.len(),
+        );
+        for chunk in remaining.chunks(TEACHER_CHUNK) {
+            if traced.len() >= max_bootstrapped {
+                break;
+            }
+            let rows = session
+                .run_teacher(
+                    &subject,
+                    chunk,
+                    |i| without_example(&teacher, &train[i]),
+                    &call_settings,
+                )
+                .await?;
+            for (&index, row) in chunk.iter().zip(&rows) {
+                if traced.len() >= max_bootstrapped {
+                    break;
+                }
+                if row.error.is_some() || row.score < settings.threshold {
+                    continue;
+                }
+                if let Ok(trace) = serde_json::from_value::<Vec<StepTrace>>(row.trace.clone()) {
+                    if trace.iter().all(|s| s.outputs.is_some()) {
+                        traced.push((index, trace));
+                    }
+                }
+            }
+        }
+    }
+    let traced_indices: BTreeSet<usize> = traced.iter().map(|(i, _)| *i).collect();
+    // Labeled fill: the examples not traced, sampled in a seeded order.
+    let untraced: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|i| !traced_indices.contains(i))
+        .collect();
+    let mut rng = session.rng(&format!("{purpose}:fill"));
+    let fill_order: Vec<&Example> = shuffled(&mut rng, untraced.len())
+        .into_iter()
+        .map(|k| &train[untraced[k]])
+        .collect();
+    Ok(with_demos(student, |step| {
+        let mut demos: Vec<Demo> = traced
+            .iter()
+            .filter_map(|(_, trace)| {
+                let s = trace.iter().find(|s| s.predictor == step.name)?;
+                Some(Demo {
+                    inputs: s.inputs.clone(),
+                    outputs: s.outputs.clone()?,
+                })
+            })
+            .take(max_bootstrapped)
+            .collect();
+        let room = settings.max_labeled.saturating_sub(demos.len());
+        demos.extend(
+            fill_order
+                .iter()
+                .filter_map(|e| labeled_demo(step, e))
+                .take(room),
+        );
+        demos
+    }))
+}
+
+/// The teacher's settings in a round: the task's in the first, sampled afterwards (with a
+/// seed derived from the run's), so that later rounds can find traces the first missed.
+fn round_settings(session: &Session, round: usize) -> CallSettings {
+    let mut settings = session.settings().clone();
+    if round > 0 {
+        let seed = session.rng(&format!("teacher-round:{round}")).next_u64();
+        settings.sampling = SamplingParams::seeded(ROUND_TEMPERATURE, seed);
+    }
+    settings
+}
+
+/// The teacher for one example: its demonstrations without that example's own.
+fn without_example(teacher: &Program, example: &Example) -> Program {
+    with_demos(teacher, |step| {
+        let own = labeled_demo(step, example);
+        step.demos
+            .iter()
+            .filter(|d| own.as_ref().map_or(true, |o| o.inputs != d.inputs))
+            .cloned()
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_is_seeded_and_distinct() {
+        let a = sample_indices(&mut Rng::new(3), 50, 8);
+        let b = sample_indices(&mut Rng::new(3), 50, 8);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 8);
+        assert!(a.iter().all(|&i| i < 50));
+        assert_ne!(a, sample_indices(&mut Rng::new(4), 50, 8));
+        assert_eq!(sample_indices(&mut Rng::new(3), 3, 8).len(), 3);
+        let mut all = shuffled(&mut Rng::new(1), 20);
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,568 @@
+//! What an optimizer works with: the training and validation splits, a way to propose
+//! candidate programs, and a way to score programs on examples, all recorded as they happen.
+//!
+//! Architecture Invariant: a [`Session`] holds a [`TrainSet`] and a [`ValSet`] and nothing
+//! else of the data; the test split is evaluated by the run driver through [`Evaluator`]
+//! after the optimizer has returned.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::budget::{Stop, Tracker};
+use super::OptimizeError;
+use crate::dataset::{Example, Split, TrainSet, ValSet};
+use crate::engine::sampling::Rng;
+use crate::eval::ExampleTask;
+use crate::generator::Generator;
+use crate::metrics::MetricSpec;
+use crate::program::{CallSettings, Program, StepTrace};
+use crate::store::{CandidateRow, ResultRow, Store};
+
+/// Told about progress; the command line draws bars from it.
+pub trait Observer: Send + Sync {
+    /// A new stage begins with `total` examples to run.
+    fn stage(&self, _stage: &str, _total: u64) {}
+    /// One example of the stage finished.
+    fn advance(&self) {}
+    /// A candidate was scored on the whole validation split.
+    fn scored(&self, _label: &str, _score: f64, _best: f64) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// sha256 of a program's canonical JSON: the identity of a candidate.
+pub fn program_hash(program: &Program) -> String {
+    let json = serde_json::to_vec(program).expect("programs serialize");
+    hex::encode(Sha256::digest(&json))
+}
+
+/// Runs programs on examples and stores every result, keyed by subject, split and example
+/// index; a result already stored is read back instead of recomputed.
+#[derive(Clone)]
+pub struct Evaluator {
+    inner: Arc<EvaluatorInner>,
+}
+
+struct EvaluatorInner {
+    store: Arc<Store>,
+    optimization_id: i64,
+    generator: Generator,
+    judge: Option<Generator>,
+    metric: MetricSpec,
+    settings: CallSettings,
+    inputs: Vec<String>,
+    steps: usize,
+    tracker: Arc<Tracker>,
+    observer: Arc<dyn Observer>,
+}
+
+/// One example to run: its index in its split, the example, and the program to run on it.
+pub(crate) struct Job {
+    pub index: usize,
+    pub example: Example,
+    pub program: Program,
+}
+
+impl Evaluator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<Store>,
+        optimization_id: i64,
+        generator: Generator,
+        judge: Option<Generator>,
+        metric: MetricSpec,
+        settings: CallSettings,
+        inputs: Vec<String>,
+        steps: usize,
+        tracker: Arc<Tracker>,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
+        Evaluator {
+            inner: Arc::new(EvaluatorInner {
+                store,
+                optimization_id,
+                generator,
+                judge,
+                metric,
+                settings,
+                inputs,
+                steps,
+                tracker,
+                observer,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &CallSettings {
+        &self.inner.settings
+    }
+
+    pub fn tracker(&self) -> &Arc<Tracker> {
+        &self.inner.tracker
+    }
+
+    pub fn observer(&self) -> &Arc<dyn Observer> {
+        &self.inner.observer
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn optimization_id(&self) -> i64 {
+        self.inner.optimization_id
+    }
+
+    /// The calls `examples` examples cost against a budget (one per step each, whether
+    /// computed, cached or stored, so the count is the same on a resumed run).
+    pub fn cost(&self, examples: usize) -> u64 {
+        (examples * self.inner.steps) as u64
+    }
+
+    /// Runs `jobs` under `subject` on `split`, concurrently, and returns their results in the
+    /// order of `jobs`.
+    pub(crate) async fn run(
+        &self,
+        subject: &str,
+        split: &'static str,
+        jobs: Vec<Job>,
+        settings: &CallSettings,
+        budgeting: Budgeting,
+    ) -> Result<Vec<ResultRow>, OptimizeError> {
+        let inner = &self.inner;
+        let tracker = &inner.tracker;
+        let budgeted = budgeting != Budgeting::Off;
+        if budgeting == Budgeting::Admit {
+            tracker.admit(self.cost(jobs.len()))?;
+        }
+        let stored: BTreeMap<i64, ResultRow> = inner
+            .store
+            .results(inner.optimization_id, subject, split)?
+            .into_iter()
+            .map(|r| (r.example_index, r))
+            .collect();
+        let mut results: BTreeMap<usize, ResultRow> = BTreeMap::new();
+        let mut set = tokio::task::JoinSet::new();
+        for job in jobs.iter() {
+            if let Some(row) = stored.get(&(job.index as i64)) {
+                tracker.spend_tokens(row.tokens as u64);
+                inner.observer.advance();
+                results.insert(job.index, row.clone());
+                continue;
+            }
+            let evaluator = self.clone();
+            let (index, example, program) = (job.index, job.example.clone(), job.program.clone());
+            let settings = settings.clone();
+            let subject = subject.to_string();
+            set.spawn(async move {
+                let inner = &evaluator.inner;
+                let task = ExampleTask {
+                    program: &program,
+                    generator: &inner.generator,
+                    judge: inner.judge.as_ref(),
+                    inputs: &inner.inputs,
+                    metric: &inner.metric,
+                    settings: &settings,
+                };
+                let (result, trace) = task.run(index, &example).await?;
+                let tokens: u64 = serde_json::from_value::<Vec<StepTrace>>(trace.clone())
+                    .map(|steps| steps.iter().map(|s| s.tokens).sum())
+                    .unwrap_or(0);
+                let row = ResultRow {
+                    subject,
+                    split: split.to_string(),
+                    example_index: index as i64,
+                    source: result.source,
+                    outputs: result
+                        .outputs
+                        .map(|o| serde_json::to_value(o).expect("values serialize")),
+                    trace,
+                    score: result.score,
+                    feedback: result.feedback,
+                    error: result.error,
+                    tokens: tokens as i64,
+                };
+                Ok::<_, OptimizeError>(row)
+            });
+        }
+        let deadline = if budgeted { tracker.deadline() } else { None };
+        while !set.is_empty() {
+            let joined = match deadline {
+                Some(deadline) => {
+                    tokio::select! {
+                        joined = set.join_next() => joined,
+                        _ = tokio::time::sleep_until(deadline.into()) => {
+                            set.abort_all();
+                            return Err(tracker.check().err().unwrap_or_else(|| {
+                                Stop("the time budget is spent".into())
+                            }).into());
+                        }
+                    }
+                }
+                None => set.join_next().await,
+            };
+            let Some(joined) = joined else { break };
+            let row = joined.expect("example tasks do not panic")?;
+            inner.store.record_result(inner.optimization_id, &row)?;
+            tracker.spend_tokens(row.tokens as u64);
+            inner.observer.advance();
+            results.insert(row.example_index as usize, row);
+            if budgeted {
+                if let Err(stop) = tracker.check() {
+                    set.abort_all();
+                    return Err(stop.into());
+                }
+            }
+        }
+        Ok(jobs
+            .iter()
+            .map(|j| results.remove(&j.index).expect("every job has a result"))
+            .collect())
+    }
+
+    /// Scores `program` on every example of `split` (stored under the program's hash).
+    pub async fn score_split(
+        &self,
+        program: &Program,
+        split: &Split,
+        budgeting: Budgeting,
+    ) -> Result<f64, OptimizeError> {
+        let jobs = split
+            .examples
+            .iter()
+            .enumerate()
+            .map(|(index, example)| Job {
+                index,
+                example: example.clone(),
+                program: program.clone(),
+            })
+            .collect();
+        let settings = self.inner.settings.clone();
+        let rows = self
+            .run(
+                &program_hash(program),
+                split.name,
+                jobs,
+                &settings,
+                budgeting,
+            )
+            .await?;
+        Ok(mean(&rows))
+    }
+}
+
+/// How a piece of work counts against the run's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budgeting {
+    /// Not at all (the final held-out evaluation).
+    Off,
+    /// Its calls are admitted first; it stops when time or tokens run out.
+    Admit,
+    /// Its calls were admitted by the caller; it stops when time or tokens run out.
+    Admitted,
+}
+
+fn mean(rows: &[ResultRow]) -> f64 {
+    if rows.is_empty() {
+        0.0
+    } else {
+        rows.iter().map(|r| r.score).sum::<f64>() / rows.len() as f64
+    }
+}
+
+/// A program an optimizer proposed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// Its place in proposal order.
+    pub ordinal: usize,
+    pub label: String,
+    pub parent: Option<usize>,
+    pub program: Program,
+    pub hash: String,
+    /// Its score on the whole validation split, once scored.
+    pub val_score: Option<f64>,
+}
+
+/// Which examples to score a candidate on.
+#[derive(Debug, Clone)]
+pub enum Batch {
+    /// The whole validation split (the score recorded with the candidate).
+    Val,
+    /// Some validation examples, by index (a minibatch).
+    ValSubset(Vec<usize>),
+    /// Some training examples, by index.
+    TrainSubset(Vec<usize>),
+}
+
+/// An optimizer's view of a run. Cheap to clone; clones share the history.
+#[derive(Clone)]
+pub struct Session {
+    evaluator: Evaluator,
+    train: Arc<TrainSet>,
+    val: Arc<ValSet>,
+    student: Arc<Program>,
+    seed: u64,
+    history: Arc<Mutex<Vec<Candidate>>>,
+}
+
+impl Session {
+    /// An optimizer session over `train` and `val`. There is no way to give it test data.
+    pub fn new(
+        evaluator: Evaluator,
+        train: TrainSet,
+        val: ValSet,
+        student: Program,
+        seed: u64,
+    ) -> Self {
+        Session {
+            evaluator,
+            train: Arc::new(train),
+            val: Arc::new(val),
+            student: Arc::new(student),
+            seed,
+            history: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn train(&self) -> &TrainSet {
+        &self.train
+    }
+
+    pub fn val(&self) -> &ValSet {
+        &self.val
+    }
+
+    /// The program being optimized, as the run started.
+    pub fn student(&self) -> &Program {
+        &self.student
+    }
+
+    /// The generation settings of the task.
+    pub fn settings(&self) -> &CallSettings {
+        self.evaluator.settings()
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A random generator for one purpose, derived from the run's seed and the purpose's name,
+    /// so that each random choice is reproducible on its own.
+    pub fn rng(&self, purpose: &str) -> Rng {
+        let digest = Sha256::digest(format!("{}:{purpose}", self.seed).as_bytes());
+        Rng::new(u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")))
+    }
+
+    /// Tells the observer a new stage began.
+    pub fn stage(&self, name: &str, total: usize) {
+        self.evaluator.observer().stage(name, total as u64);
+    }
+
+    /// Records a new candidate and returns it. Proposals are numbered in order; a resumed run
+    /// proposes the same candidates in the same order, which is checked against the store.
+    pub fn propose(
+        &self,
+        label: impl Into<String>,
+        program: Program,
+        parent: Option<usize>,
+    ) -> Result<Candidate, OptimizeError> {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let candidate = Candidate {
+            ordinal: history.len(),
+            label: label.into(),
+            parent,
+            hash: program_hash(&program),
+            program,
+            val_score: None,
+        };
+        let row = CandidateRow {
+            ordinal: candidate.ordinal as i64,
+            label: candidate.label.clone(),
+            parent_ordinal: parent.map(|p| p as i64),
+            program_hash: candidate.hash.clone(),
+            program: serde_json::to_value(&candidate.program).expect("programs serialize"),
+            val_score: None,
+        };
+        let store = self.evaluator.store();
+        if let Some(stored) = store.propose_candidate(self.evaluator.optimization_id(), &row)? {
+            if stored != candidate.hash {
+                return Err(OptimizeError::Diverged(format!(
+                    "candidate #{} ({}) has program {}, but the stored run has {}",
+                    candidate.ordinal,
+                    candidate.label,
+                    &candidate.hash[..12],
+                    &stored[..stored.len().min(12)]
+                )));
+            }
+        }
+        history.push(candidate.clone());
+        Ok(candidate)
+    }
+
+    /// Scores a candidate. On [`Batch::Val`], the score is recorded with the candidate.
+    pub async fn score(&self, candidate: &Candidate, batch: Batch) -> Result<f64, OptimizeError> {
+        let (split, indices): (&Split, Vec<usize>) = match batch {
+            Batch::Val => {
+                self.stage(&format!("scoring {}", candidate.label), self.val.0.len());
+                let score = self
+                    .evaluator
+                    .score_split(&candidate.program, &self.val.0, Budgeting::Admit)
+                    .await?;
+                self.record_val_score(candidate.ordinal, score)?;
+                return Ok(score);
+            }
+            Batch::ValSubset(indices) => (&self.val.0, indices),
+            Batch::TrainSubset(indices) => (&self.train.0, indices),
+        };
+        let jobs = indices
+            .iter()
+            .filter_map(|&index| {
+                split.examples.get(index).map(|example| Job {
+                    index,
+                    example: example.clone(),
+                    program: candidate.program.clone(),
+                })
+            })
+            .collect();
+        let rows = self
+            .evaluator
+            .run(
+                &candidate.hash,
+                split.name,
+                jobs,
+                self.settings(),
+                Budgeting::Admit,
+            )
+            .await?;
+        Ok(mean(&rows))
+    }
+
+    /// Scores several candidates on the validation split concurrently; the scheduler shares
+    /// each candidate's prompt prefix across its examples. Returns the scores in order.
+    pub async fn score_all(&self, candidates: &[Candidate]) -> Result<Vec<f64>, OptimizeError> {
+        self.stage(
+            &format!("scoring {} candidates", candidates.len()),
+            candidates.len() * self.val.0.len(),
+        );
+        let mut set = tokio::task::JoinSet::new();
+        let mut refused = None;
+        // Admission in proposal order, before anything is spawned, so that a calls budget
+        // always admits the same candidates.
+        for (position, candidate) in candidates.iter().enumerate() {
+            let cost = self.evaluator.cost(self.val.0.len());
+            if let Err(stop) = self.evaluator.tracker().admit(cost) {
+                refused = Some(stop);
+                break;
+            }
+            let session = self.clone();
+            let candidate = candidate.clone();
+            set.spawn(async move {
+                let score = session
+                    .evaluator
+                    .score_split(&candidate.program, &session.val.0, Budgeting::Admitted)
+                    .await;
+                (position, score)
+            });
+        }
+        let mut scores: Vec<Option<Result<f64, OptimizeError>>> =
+            (0..candidates.len()).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (position, score) = joined.expect("scoring tasks do not panic");
+            scores[position] = Some(score);
+        }
+        let mut out = Vec::with_capacity(candidates.len());
+        let mut first_error = None;
+        for (candidate, score) in candidates.iter().zip(scores) {
+            let Some(score) = score else {
+                // Not admitted: the budget refused it (reported below).
+                continue;
+            };
+            match score {
+                Ok(score) => {
+                    self.record_val_score(candidate.ordinal, score)?;
+                    out.push(score);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (first_error, refused) {
+            (Some(e), _) => Err(e),
+            (None, Some(stop)) => Err(stop.into()),
+            (None, None) => Ok(out),
+        }
+    }
+
+    fn record_val_score(&self, ordinal: usize, score: f64) -> Result<(), OptimizeError> {
+        self.evaluator.store().set_candidate_score(
+            self.evaluator.optimization_id(),
+            ordinal as i64,
+            score,
+        )?;
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(candidate) = history.get_mut(ordinal) {
+            candidate.val_score = Some(score);
+        }
+        let label = history
+            .get(ordinal)
+            .map_or(String::new(), |c| c.label.clone());
+        let best = best_of(&history).and_then(|c| c.val_score).unwrap_or(score);
+        drop(history);
+        self.evaluator.observer().scored(&label, score, best);
+        Ok(())
+    }
+
+    /// Runs a teacher over training examples: `program_for(index)` gives the program for each
+    /// example (a teacher leaves the example itself out of its demonstrations). `subject`
+    /// names the teacher setup in the store. Returns the results in the order of `indices`,
+    /// each with its trace.
+    pub async fn run_teacher(
+        &self,
+        subject: &str,
+        indices: &[usize],
+        program_for: impl Fn(usize) -> Program,
+        settings: &CallSettings,
+    ) -> Result<Vec<ResultRow>, OptimizeError> {
+        let jobs = indices
+            .iter()
+            .map(|&index| Job {
+                index,
+                example: self.train.0.examples[index].clone(),
+                program: program_for(index),
+            })
+            .collect();
+        self.evaluator
+            .run(subject, "train", jobs, settings, Budgeting::Admit)
+            .await
+    }
+
+    /// Every candidate so far, in proposal order.
+    pub fn history(&self) -> Vec<Candidate> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The best candidate scored on the whole validation split: the highest score, the
+    /// earliest proposal among equals.
+    pub fn best(&self) -> Option<Candidate> {
+        best_of(&self.history.lock().unwrap_or_else(|p| p.into_inner())).cloned()
+    }
+}
+
+fn best_of(history: &[Candidate]) -> Option<&Candidate> {
+    history
+        .iter()
+        .filter(|c| c.val_score.is_some())
+        .fold(None, |best: Option<&Candidate>, c| match best {
+            Some(b) if b.val_score >= c.val_score => Some(b),
+            _ => Some(c),
+        })
+}
