@@ -6,6 +6,7 @@
 pub mod artifact;
 pub mod bench;
 pub mod dataset;
+pub mod dspy;
 pub mod engine;
 pub mod eval;
 pub mod generator;

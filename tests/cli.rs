@@ -4,46 +4,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store.sqlite")
-    }
-    /// Runs the binary with this sandbox's store and the given models directory.
-    fn run_in(&self, models: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tuningfork"))
-            .args(args)
-            .env("TUNINGFORK_STORE", self.store())
-            .env("TUNINGFORK_MODELS", models)
-            .env_remove("TUNINGFORK_LOG")
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .unwrap()
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_in(&models_dir(), args)
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn generate_records_the_call_and_the_second_time_hits_the_cache() {

@@ -172,13 +172,31 @@ pub enum ArtifactsCommand {
         id: String,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// `tuningfork` (everything, re-importable as is) or `dspy` (DSPy's saved-program
+        /// JSON: instructions and demonstrations per predictor).
+        #[arg(long, value_enum, default_value = "tuningfork")]
+        format: ArtifactFormat,
     },
-    /// Store an exported artifact.
-    Import { file: PathBuf },
+    /// Store an exported artifact, or a DSPy saved program (with --format dspy --task).
+    Import {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "tuningfork")]
+        format: ArtifactFormat,
+        /// The task the DSPy program belongs to (its fields, types and model).
+        #[arg(long)]
+        task: Option<PathBuf>,
+    },
     /// Point a name at an artifact.
     Promote { name: String, id: String },
     /// Point a name back at the artifact it had before.
     Rollback { name: String },
+}
+
+/// An artifact file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArtifactFormat {
+    Tuningfork,
+    Dspy,
 }
 
 /// A dataset split.

@@ -4,9 +4,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use tuningfork::artifact::{Artifact, ArtifactModel};
+use tuningfork::dspy;
+use tuningfork::program::Program;
 use tuningfork::task::Task;
 
-use super::args::{ArtifactsCommand, GlobalArgs};
+use super::args::{ArtifactFormat, ArtifactsCommand, GlobalArgs};
 use super::{open_registry, open_store};
 
 pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
@@ -14,16 +16,7 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
     match command {
         ArtifactsCommand::Create { task } => {
             let task = Task::load(&task)?;
-            let registry = open_registry(global)?;
-            let pin = registry.get(&task.task.model)?;
-            let artifact = Artifact::new(
-                &task.task.name,
-                task.program.clone(),
-                ArtifactModel {
-                    name: pin.name.clone(),
-                    sha256: pin.sha256.clone(),
-                },
-            );
+            let artifact = baseline_artifact(global, &task, task.program.clone())?;
             let hash = store.save_artifact(&artifact)?;
             println!("{hash}");
         }
@@ -70,17 +63,44 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
                 println!("{line}");
             }
         }
-        ArtifactsCommand::Export { id, out } => {
+        ArtifactsCommand::Export { id, out, format } => {
             let stored = store.artifact(&id)?;
-            let json = stored.artifact.to_json();
+            let json = match format {
+                ArtifactFormat::Tuningfork => stored.artifact.to_json(),
+                ArtifactFormat::Dspy => {
+                    serde_json::to_string_pretty(&dspy::export(&stored.artifact.program))?
+                }
+            };
             match out {
                 Some(path) => std::fs::write(&path, json + "\n")
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => println!("{json}"),
             }
         }
-        ArtifactsCommand::Import { file } => {
-            let artifact = read_artifact(&file)?;
+        ArtifactsCommand::Import { file, format, task } => {
+            let artifact = match (format, task) {
+                (ArtifactFormat::Tuningfork, None) => read_artifact(&file)?,
+                (ArtifactFormat::Tuningfork, Some(_)) => {
+                    bail!("--task is only for --format dspy; a tuningfork artifact names its task")
+                }
+                (ArtifactFormat::Dspy, None) => bail!(
+                    "a DSPy program does not carry its fields' types or model; name its task with --task TASK.toml"
+                ),
+                (ArtifactFormat::Dspy, Some(task)) => {
+                    let task = Task::load(&task)?;
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let (program, notes) =
+                        dspy::import(&text, &file.display().to_string(), &task.program)?;
+                    for note in notes {
+                        eprintln!("note: {note}");
+                    }
+                    program
+                        .validate(&task.example_inputs())
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    baseline_artifact(global, &task, program)?
+                }
+            };
             let hash = store.save_artifact(&artifact)?;
             println!("{hash}");
         }
@@ -97,6 +117,20 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An artifact of `program` for `task`'s model, with no history.
+fn baseline_artifact(global: &GlobalArgs, task: &Task, program: Program) -> Result<Artifact> {
+    let registry = open_registry(global)?;
+    let pin = registry.get(&task.task.model)?;
+    Ok(Artifact::new(
+        &task.task.name,
+        program,
+        ArtifactModel {
+            name: pin.name.clone(),
+            sha256: pin.sha256.clone(),
+        },
+    ))
 }
 
 fn read_artifact(path: &Path) -> Result<Artifact> {

@@ -231,10 +231,15 @@ fn load_engines(
             models.push(judge.unwrap_or_else(|| task.task.model.clone()));
         }
         for model in models {
-            if !engines.contains_key(&model) {
-                let engine =
-                    load_engine(&registry, store, &model, args.verify, engine_config(args))?;
-                engines.insert(model, Arc::new(engine));
+            if let std::collections::btree_map::Entry::Vacant(entry) = engines.entry(model) {
+                let engine = load_engine(
+                    &registry,
+                    store,
+                    entry.key(),
+                    args.verify,
+                    engine_config(args),
+                )?;
+                entry.insert(Arc::new(engine));
             }
         }
     }

@@ -329,7 +329,7 @@ fn without_example(teacher: &Program, example: &Example) -> Program {
         let own = labeled_demo(step, example);
         step.demos
             .iter()
-            .filter(|d| own.as_ref().map_or(true, |o| o.inputs != d.inputs))
+            .filter(|d| own.as_ref().is_none_or(|o| o.inputs != d.inputs))
             .cloned()
             .collect()
     })

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: the real models in `models/`, fresh stores.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
 use tuningfork::engine::{Completion, Engine, EngineConfig, GenerationRequest};
@@ -88,4 +89,45 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(future)
+}
+
+/// A temporary directory with its own store, for running the binary as a user does.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store.sqlite")
+    }
+    /// The binary with this sandbox's store and the given models directory.
+    pub fn command_in(&self, models: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tuningfork"));
+        command
+            .args(args)
+            .env("TUNINGFORK_STORE", self.store())
+            .env("TUNINGFORK_MODELS", models)
+            .env_remove("TUNINGFORK_LOG")
+            .env_remove("RUST_BACKTRACE");
+        command
+    }
+    /// Runs the binary with this sandbox's store and the given models directory.
+    pub fn run_in(&self, models: &Path, args: &[&str]) -> Output {
+        self.command_in(models, args).output().unwrap()
+    }
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_in(&models_dir(), args)
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

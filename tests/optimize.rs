@@ -1,0 +1,376 @@
+//! Optimization runs through the binary, on the real model: every optimizer, concurrent loops,
+//! held-out discipline, budgets, resume after `kill -9`, and artifacts that travel.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tuningfork::optimize::program_hash;
+use tuningfork::program::Program;
+
+/// Optimization runs use both cores; running two at once would only slow both.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A small copy of the bundled sentiment task: the first rows of its data as train, val and
+/// test files. Returns the task file and the test split's reviews.
+fn small_task(dir: &Path, train: usize, val: usize, test: usize) -> (PathBuf, Vec<String>) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/sentiment");
+    let data = std::fs::read_to_string(examples.join("data.jsonl")).unwrap();
+    let lines: Vec<&str> = data.lines().collect();
+    let write = |name: &str, rows: &[&str]| {
+        std::fs::write(dir.join(name), rows.join("\n") + "\n").unwrap();
+    };
+    write("train.jsonl", &lines[..train]);
+    write("val.jsonl", &lines[train..train + val]);
+    let test_rows = &lines[train + val..train + val + test];
+    write("test.jsonl", test_rows);
+    let task = std::fs::read_to_string(examples.join("task.toml")).unwrap();
+    let dataset_start = task.find("[dataset]").unwrap();
+    let dataset_end = task.find("[metric]").unwrap();
+    let task = format!(
+        "{}[dataset]\ntrain = \"train.jsonl\"\nval = \"val.jsonl\"\ntest = \"test.jsonl\"\n\n{}",
+        &task[..dataset_start],
+        &task[dataset_end..]
+    );
+    let path = dir.join("task.toml");
+    std::fs::write(&path, task).unwrap();
+    let reviews = test_rows
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["review"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (path, reviews)
+}
+
+fn db(sandbox: &Sandbox) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(sandbox.store()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The run's report from `--json` output.
+fn report(output: &std::process::Output) -> Value {
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+}
+
+/// The ids of the calls made for the final test-split evaluation.
+fn test_stage_calls(conn: &rusqlite::Connection) -> BTreeSet<i64> {
+    let mut statement = conn
+        .prepare("SELECT trace_json FROM candidate_results WHERE split = 'test'")
+        .unwrap();
+    let traces: Vec<String> = statement
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    traces
+        .iter()
+        .flat_map(|t| {
+            serde_json::from_str::<Vec<Value>>(t)
+                .unwrap()
+                .into_iter()
+                .map(|step| step["call_id"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+fn artifact(sandbox: &Sandbox, hash: &str) -> Value {
+    let shown = sandbox.run(&["artifacts", "show", hash]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    // The first line is the hash.
+    let (_, json) = text.split_once('\n').unwrap();
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn every_optimizer_runs_on_one_engine_and_never_sees_the_test_split() {
+    let _serial = serial();
+    let sandbox = Sandbox::new();
+    let (task, test_reviews) = small_task(sandbox.dir.path(), 24, 12, 12);
+    let task = task.to_str().unwrap();
+    let run = report(&sandbox.run(&[
+        "optimize",
+        task,
+        "--optimizer",
+        "labeled",
+        "--optimizer",
+        "bootstrap",
+        "--optimizer",
+        "random-search",
+        "--max-labeled",
+        "4",
+        "--max-bootstrapped",
+        "2",
+        "--candidates",
+        "2",
+        "--json",
+    ]));
+    let loops = run["loops"].as_array().unwrap();
+    assert_eq!(loops.len(), 3, "{run}");
+    assert_eq!(run["status"], "completed");
+    for (outcome, optimizer) in
+        loops
+            .iter()
+            .zip(["labeled_few_shot", "bootstrap_few_shot", "random_search"])
+    {
+        assert_eq!(outcome["optimizer"], optimizer);
+        assert_eq!(outcome["status"], "completed", "{outcome}");
+        let stored = artifact(&sandbox, outcome["artifact_hash"].as_str().unwrap());
+        let demos = stored["program"]["steps"][0]["demos"].as_array().unwrap();
+        if optimizer != "random_search" {
+            // Labeled: k = 4; bootstrap: traced demos filled up to 4 with labeled ones.
+            assert_eq!(demos.len(), 4, "{optimizer}: {stored}");
+            assert_eq!(stored["parent"], outcome["baseline_hash"]);
+        }
+        assert!(stored["scores"]["test"].is_number(), "{stored}");
+    }
+    let search = &loops[2];
+    // Random search keeps zero-shot among its candidates, so it never ends below it on val.
+    assert!(
+        search["optimized"]["val"].as_f64().unwrap() >= search["baseline"]["val"].as_f64().unwrap()
+    );
+    // Baseline, zero-shot, labeled, bootstrap and two shuffled bootstraps.
+    assert_eq!(search["candidates"], 6);
+
+    let conn = db(&sandbox);
+    // Bootstrapping stored the teacher's traces.
+    let teacher = count(
+        &conn,
+        "SELECT COUNT(*) FROM candidate_results WHERE subject LIKE 'teacher:%' AND split = 'train'
+           AND trace_json LIKE '%\"outputs\":{%'",
+    );
+    assert!(teacher >= 2, "{teacher} teacher traces");
+    // The test split was run only for each loop's baseline and result...
+    let test_subjects = count(
+        &conn,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT optimization_id, subject FROM candidate_results
+           WHERE split = 'test')",
+    );
+    assert!((3..=6).contains(&test_subjects), "{test_subjects}");
+    // ...and no other call ever showed the model a test example.
+    let test_calls = test_stage_calls(&conn);
+    let mut statement = conn.prepare("SELECT id, prompt FROM calls").unwrap();
+    let calls: Vec<(i64, String)> = statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut seen_in_test_stage = 0;
+    for (id, prompt) in &calls {
+        if test_reviews
+            .iter()
+            .any(|review| prompt.contains(review.as_str()))
+        {
+            assert!(
+                test_calls.contains(id),
+                "call {id} saw test data outside the final evaluation"
+            );
+            seen_in_test_stage += 1;
+        }
+    }
+    assert!(seen_in_test_stage >= 12, "{seen_in_test_stage}");
+
+    // The result travels: export, import into a fresh store, and the same test score there.
+    let hash = search["artifact_hash"].as_str().unwrap();
+    let file = sandbox.dir.path().join("best.json");
+    let exported = sandbox.run(&["artifacts", "export", hash, "--out", file.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let elsewhere = Sandbox::new();
+    let imported = elsewhere.run(&["artifacts", "import", file.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert_eq!(stdout(&imported).trim(), hash);
+    let eval = elsewhere.run(&["eval", task, "--split", "test", "--program", hash, "--json"]);
+    let eval = report(&eval);
+    assert_eq!(eval["mean"], search["optimized"]["test"]);
+
+    // And to DSPy's format and back, to the same program.
+    let dspy = sandbox.dir.path().join("dspy.json");
+    let exported = sandbox.run(&[
+        "artifacts",
+        "export",
+        hash,
+        "--format",
+        "dspy",
+        "--out",
+        dspy.to_str().unwrap(),
+    ]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&dspy).unwrap()).unwrap();
+    assert!(
+        saved["classify"]["signature"]["instructions"].is_string(),
+        "{saved}"
+    );
+    let back = elsewhere.run(&[
+        "artifacts",
+        "import",
+        dspy.to_str().unwrap(),
+        "--format",
+        "dspy",
+        "--task",
+        task,
+    ]);
+    assert!(back.status.success(), "{}", stderr(&back));
+    let program: Program =
+        serde_json::from_value(artifact(&elsewhere, stdout(&back).trim())["program"].clone())
+            .unwrap();
+    let original: Program =
+        serde_json::from_value(artifact(&sandbox, hash)["program"].clone()).unwrap();
+    assert_eq!(program_hash(&program), program_hash(&original));
+}
+
+/// Waits until `sql` counts at least `at_least` rows, then kills the process with SIGKILL.
+fn kill_when(sandbox: &Sandbox, mut child: Child, sql: &str, at_least: i64) -> i64 {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        let reached = rusqlite::Connection::open(sandbox.store())
+            .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0);
+        if reached >= at_least {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return reached;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the run made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
+    let _serial = serial();
+    let args = |task: &str| {
+        [
+            "optimize",
+            task,
+            "--max-labeled",
+            "4",
+            "--max-bootstrapped",
+            "2",
+            "--candidates",
+            "2",
+            "--json",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+
+    // The uninterrupted run.
+    let reference = Sandbox::new();
+    let (task, _) = small_task(reference.dir.path(), 24, 12, 12);
+    let a: Vec<String> = args(task.to_str().unwrap());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let uninterrupted = report(&reference.run(&a));
+    let computed = |sandbox: &Sandbox| {
+        count(
+            &db(sandbox),
+            "SELECT COUNT(*) FROM calls WHERE cached = 0 AND error IS NULL",
+        )
+    };
+    let reference_computed = computed(&reference);
+
+    // The same run, killed twice: during the baseline, then during the candidates. It starts
+    // with other thread and slot counts than it finishes with.
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
+    let b: Vec<String> = args(task.to_str().unwrap());
+    let mut b: Vec<&str> = b.iter().map(String::as_str).collect();
+    b.extend(["--threads", "1", "--slots", "2"]);
+    let results = "SELECT COUNT(*) FROM candidate_results";
+    let child = sandbox.command_in(&models_dir(), &b).spawn().unwrap();
+    let first = kill_when(&sandbox, child, results, 5);
+    let conn = db(&sandbox);
+    let status: String = conn
+        .query_row("SELECT status FROM runs WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "running");
+    drop(conn);
+    let child = sandbox
+        .command_in(&models_dir(), &["resume", "1", "--slots", "8"])
+        .spawn()
+        .unwrap();
+    let second = kill_when(&sandbox, child, results, first + 25);
+    assert!(second > first);
+    let resumed = report(&sandbox.run(&["resume", "1", "--json"]));
+
+    let (x, y) = (&uninterrupted["loops"][0], &resumed["loops"][0]);
+    assert_eq!(x["artifact_hash"], y["artifact_hash"], "{x}\n{y}");
+    assert_eq!(x["baseline"], y["baseline"]);
+    assert_eq!(x["optimized"], y["optimized"]);
+    assert_eq!(resumed["status"], "completed");
+    // Nothing stored was computed again.
+    assert!(
+        computed(&sandbox) <= reference_computed,
+        "{} calls computed across the kills, {reference_computed} without",
+        computed(&sandbox)
+    );
+    // Resuming a finished run changes nothing.
+    let again = report(&sandbox.run(&["resume", "1", "--json"]));
+    assert_eq!(again["loops"][0]["artifact_hash"], x["artifact_hash"]);
+}
+
+#[test]
+fn budgets_stop_a_run_cleanly_with_the_best_program_so_far() {
+    let _serial = serial();
+    for (flag, value, reason) in [
+        ("--budget-calls", "30", "calls budget (30)"),
+        ("--budget-tokens", "4000", "tokens budget (4000)"),
+        ("--budget-time", "2s", "time budget (2s)"),
+    ] {
+        let sandbox = Sandbox::new();
+        let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
+        let run = report(&sandbox.run(&[
+            "optimize",
+            task.to_str().unwrap(),
+            "--max-labeled",
+            "4",
+            flag,
+            value,
+            "--json",
+        ]));
+        let outcome = &run["loops"][0];
+        assert_eq!(outcome["status"], "stopped", "{flag}: {outcome}");
+        assert!(
+            outcome["stop_reason"].as_str().unwrap().contains(reason),
+            "{flag}: {outcome}"
+        );
+        // The result is a stored program with its held-out score.
+        let stored = artifact(&sandbox, outcome["artifact_hash"].as_str().unwrap());
+        assert!(stored["scores"]["test"].is_number());
+        let conn = db(&sandbox);
+        let search_calls =
+            count(&conn, "SELECT COUNT(*) FROM calls") as usize - test_stage_calls(&conn).len();
+        if flag == "--budget-calls" {
+            assert!(search_calls <= 30, "{search_calls} calls");
+        }
+    }
+}
