@@ -389,6 +389,7 @@ fn report(
     outcomes: &[Result<LoopOutcome, String>],
     json: bool,
 ) -> Result<()> {
+    let run = &store.run(&run.uid)?;
     let summary = store.summarize(run.clone())?;
     let wall = store.run_seconds(run.id)?;
     if json {
