@@ -33,7 +33,8 @@ cargo build --release
 ./target/release/tuningfork models verify
 ./target/release/tuningfork generate --max-tokens 64 \
   --system "You are a concise assistant." "In one sentence, what is a tuning fork?"
-# The bundled classification example, evaluated on its validation split.
-./target/release/tuningfork eval tests/examples/sentiment/task.toml --split val
+# The main job on the bundled classification example: BootstrapFewShot with random search,
+# scored on validation, reported on the held-out test split (a few minutes on 2 cores).
+./target/release/tuningfork optimize tests/examples/sentiment/task.toml
 echo
-echo "setup: done. Try ./target/release/tuningfork --help, and run the tests with: cargo test --release"
+echo "setup: done. \`tuningfork artifacts list\` shows the programs it made; run the tests with: cargo test --release"

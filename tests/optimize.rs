@@ -374,3 +374,34 @@ fn budgets_stop_a_run_cleanly_with_the_best_program_so_far() {
         }
     }
 }
+
+#[test]
+fn bad_options_and_unknown_runs_are_clear_errors() {
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
+    let task = task.to_str().unwrap();
+    let out = sandbox.run(&["optimize", task, "--budget-time", "8x"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--budget-time") && stderr(&out).contains("8h"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sandbox.run(&[
+        "optimize",
+        task,
+        "--optimizer",
+        "bootstrap",
+        "--max-rounds",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max rounds"), "{}", stderr(&out));
+    let out = sandbox.run(&["resume", "42"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no run 42"), "{}", stderr(&out));
+    let out = sandbox.run(&["artifacts", "import", task, "--format", "dspy"]);
+    assert!(stderr(&out).contains("--task"), "{}", stderr(&out));
+    // Nothing was started, so nothing is half-recorded.
+    assert!(!sandbox.store().exists() || count(&db(&sandbox), "SELECT COUNT(*) FROM runs") == 0);
+}

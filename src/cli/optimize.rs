@@ -272,7 +272,7 @@ fn execute(
             });
             let bar = bars.add(ProgressBar::new(0));
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg}")
+                ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:20}] {pos}/{len} {msg}")
                     .expect("the template is valid")
                     .progress_chars("=> "),
             );

@@ -84,6 +84,34 @@ pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
                     results.len()
                 );
             }
+            for loop_row in store.optimizations(run.id)? {
+                println!();
+                println!(
+                    "loop {}       {} · {} — {}{}",
+                    loop_row.loop_index,
+                    loop_row.task,
+                    loop_row.optimizer,
+                    loop_row.status,
+                    loop_row
+                        .stop_reason
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" ({r})"))
+                );
+                for candidate in store.candidates(loop_row.id)? {
+                    println!(
+                        "  #{:<3} {:<36} val {:>6}  program {}",
+                        candidate.ordinal,
+                        candidate.label,
+                        candidate
+                            .val_score
+                            .map_or("-".to_string(), |v| format!("{v:.3}")),
+                        &candidate.program_hash[..12]
+                    );
+                }
+                if let Some(hash) = &loop_row.artifact_hash {
+                    println!("  result: artifact {hash}");
+                }
+            }
             for call in calls {
                 println!();
                 println!(
