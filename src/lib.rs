@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the map of modules and the invariants they keep.
 
 pub mod artifact;
+pub mod audit;
 pub mod bench;
 pub mod dataset;
 pub mod dspy;

@@ -83,6 +83,44 @@ pub enum Command {
     Optimize(OptimizeArgs),
     /// Continue an interrupted optimization run without redoing its stored work.
     Resume(ResumeArgs),
+    /// Recompute a stored run's model calls and compare every output byte for byte.
+    Replay(ReplayArgs),
+    /// Run a stored optimization again from its stored inputs and compare the two.
+    Rerun(RerunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The run's id or uid.
+    pub run: String,
+    /// Recompute only N distinct requests, chosen with --seed.
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// The seed that chooses the sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Requests submitted at once (the engine batches them as it can).
+    #[arg(long, default_value_t = 32)]
+    pub jobs: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The optimization run's id or uid.
+    pub run: String,
+    /// Answer calls from the cache where possible (by default every call is recomputed).
+    #[arg(long)]
+    pub use_cache: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// An optimizer on the command line.
@@ -335,6 +373,24 @@ pub enum RunsCommand {
     List {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Write a run as a portable, hash-chained audit bundle (everything but the model weights).
+    Export {
+        /// Run id or uid.
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a bundle and store its run here.
+    Import { file: PathBuf },
+    /// Check a bundle's hash chain; names the first altered record.
+    Verify { file: PathBuf },
+    /// The audit report of a run: inputs, environment, calls, outcome, replays.
+    Audit {
+        /// Run id or uid.
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
     /// One run with its calls.
     Show {

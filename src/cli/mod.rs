@@ -3,6 +3,7 @@
 
 pub mod args;
 mod artifacts;
+mod audit;
 mod bench;
 mod eval;
 mod generate;
@@ -31,6 +32,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Artifacts(command) => artifacts::run(&cli.global, command),
         Command::Optimize(args) => optimize::optimize(&cli.global, args),
         Command::Resume(args) => optimize::resume(&cli.global, args),
+        Command::Replay(args) => audit::replay(&cli.global, args),
+        Command::Rerun(args) => optimize::rerun(&cli.global, args),
     }
 }
 

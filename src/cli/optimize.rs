@@ -17,7 +17,7 @@ use tuningfork::optimize::{
 use tuningfork::store::{NewRun, RunRecord, RunStatus, Store};
 use tuningfork::task::Task;
 
-use super::args::{EngineArgs, GlobalArgs, OptimizeArgs, OptimizerName, ResumeArgs};
+use super::args::{EngineArgs, GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs};
 use super::eval::use_artifact;
 use super::{engine_config, open_registry, open_store, runtime};
 
@@ -101,6 +101,7 @@ pub fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<()> {
     let run_id = store.begin_run(&NewRun {
         kind: "optimize",
         config: serde_json::json!({
+            "adapter_version": tuningfork::program::ADAPTER_VERSION,
             "tasks": args.tasks,
             "optimizers": configs,
             "budget": budget,
@@ -125,7 +126,7 @@ pub fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<()> {
         pending.push((id, spec));
     }
     let run = store.run(&run_id.to_string())?;
-    let outcomes = execute(&store, &run, pending, &engines, budget)?;
+    let outcomes = execute(&store, &run, pending, &engines, budget, true)?;
     if let (Some(name), Some(Ok(outcome))) = (&args.promote, outcomes.first()) {
         store.promote(name, &outcome.artifact_hash)?;
     }
@@ -171,19 +172,7 @@ pub fn resume(global: &GlobalArgs, args: ResumeArgs) -> Result<()> {
         let budget: Budget =
             serde_json::from_value(run.config["budget"].clone()).unwrap_or_default();
         let specs: Vec<LoopSpec> = pending.iter().map(|(_, _, s)| s.clone()).collect();
-        let engines = load_engines(global, &store, &specs, &args.engine)?;
-        for spec in &specs {
-            let engine = &engines[&spec.model.name];
-            if engine.model_sha256() != spec.model.sha256 {
-                bail!(
-                    "run {} used model `{}` with sha256 {}, but it is now pinned to {}; restore the pin to resume",
-                    run.uid,
-                    spec.model.name,
-                    spec.model.sha256,
-                    engine.model_sha256()
-                );
-            }
-        }
+        let engines = stored_run_engines(global, &store, &run, &specs, &args.engine)?;
         store.reopen_run(run.id)?;
         eprintln!(
             "resuming run {}: {} of {} loops left",
@@ -200,6 +189,7 @@ pub fn resume(global: &GlobalArgs, args: ResumeArgs) -> Result<()> {
                 .collect(),
             &engines,
             budget,
+            true,
         )?;
         for ((position, _, _), outcome) in pending.iter().zip(resumed) {
             outcomes[*position] = Some(outcome);
@@ -213,6 +203,135 @@ pub fn resume(global: &GlobalArgs, args: ResumeArgs) -> Result<()> {
     let outcomes: Vec<Result<LoopOutcome, String>> = outcomes.into_iter().flatten().collect();
     let run = store.run(&run.uid)?;
     report(&store, &run, &outcomes, args.json)
+}
+
+/// The engines for a stored run's loops, refusing a model whose pin no longer matches the
+/// sha256 the run used.
+fn stored_run_engines(
+    global: &GlobalArgs,
+    store: &Store,
+    run: &RunRecord,
+    specs: &[LoopSpec],
+    args: &EngineArgs,
+) -> Result<BTreeMap<String, Arc<Engine>>> {
+    let engines = load_engines(global, store, specs, args)?;
+    for spec in specs {
+        let engine = &engines[&spec.model.name];
+        if engine.model_sha256() != spec.model.sha256 {
+            bail!(
+                "run {} used model `{}` with sha256 {}, but it is now pinned to {}; restore the pin to continue",
+                run.uid,
+                spec.model.name,
+                spec.model.sha256,
+                engine.model_sha256()
+            );
+        }
+    }
+    Ok(engines)
+}
+
+/// Starts a new run from the stored inputs of an optimization run and compares the two.
+pub fn rerun(global: &GlobalArgs, args: RerunArgs) -> Result<()> {
+    let store = open_store(global)?;
+    let original = store.run(&args.run)?;
+    if original.kind != "optimize" {
+        bail!(
+            "run {} is a `{}` run; rerun repeats optimization runs (`tuningfork replay` checks any run's calls)",
+            original.uid,
+            original.kind
+        );
+    }
+    let rows = store.optimizations(original.id)?;
+    let specs = rows
+        .iter()
+        .map(|row| {
+            serde_json::from_value::<LoopSpec>(row.config.clone()).with_context(|| {
+                format!(
+                    "loop {} of run {} cannot be read back",
+                    row.loop_index, original.uid
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if specs.is_empty() {
+        bail!("run {} has no optimization loops", original.uid);
+    }
+    let engines = stored_run_engines(global, &store, &original, &specs, &args.engine)?;
+    let first = &engines[&specs[0].model.name];
+    let mut config = original.config.clone();
+    config["rerun_of"] = serde_json::Value::String(original.uid.clone());
+    config["engine"] = serde_json::to_value(engine_config(&args.engine))?;
+    let run_id = store.begin_run(&NewRun {
+        kind: "optimize",
+        config,
+        seed: original.seed.map(|s| s as u64),
+        model_sha256: Some(first.model_sha256()),
+        fingerprint: first.fingerprint(),
+    })?;
+    let mut pending = Vec::new();
+    for (row, spec) in rows.iter().zip(specs) {
+        let id = store.begin_optimization(
+            run_id,
+            row.loop_index,
+            &row.task,
+            &row.optimizer,
+            &row.config,
+        )?;
+        pending.push((id, spec));
+    }
+    let run = store.run(&run_id.to_string())?;
+    eprintln!(
+        "rerunning {} as run {} from its stored inputs{}",
+        original.uid,
+        run.uid,
+        if args.use_cache {
+            ""
+        } else {
+            ", recomputing every call"
+        }
+    );
+    let budget: Budget =
+        serde_json::from_value(original.config["budget"].clone()).unwrap_or_default();
+    let outcomes = execute(&store, &run, pending, &engines, budget, args.use_cache)?;
+    let departures = tuningfork::audit::compare_runs(&store, original.id, run.id)?;
+    if args.json {
+        let run = store.run(&run.uid)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "original": original.uid,
+                "rerun": run.uid,
+                "status": run.status,
+                "loops": outcomes.iter().map(|o| match o {
+                    Ok(o) => serde_json::to_value(o).expect("outcomes serialize"),
+                    Err(e) => serde_json::json!({ "error": e }),
+                }).collect::<Vec<_>>(),
+                "departures": departures,
+            }))?
+        );
+    } else {
+        report(&store, &run, &outcomes, false)?;
+        println!();
+        if departures.is_empty() {
+            println!(
+                "rerun {} matches run {}: every candidate, every stored result, the same artifacts and scores",
+                run.uid, original.uid
+            );
+        } else {
+            println!("rerun {} departs from run {}:", run.uid, original.uid);
+            for d in &departures {
+                println!("  {d}");
+            }
+        }
+    }
+    if !departures.is_empty() {
+        bail!(
+            "the rerun departs from run {} at {} points",
+            original.uid,
+            departures.len()
+        );
+    }
+    Ok(())
 }
 
 /// One engine per model the loops use (their tasks' and their judges').
@@ -254,6 +373,7 @@ fn execute(
     loops: Vec<(i64, LoopSpec)>,
     engines: &BTreeMap<String, Arc<Engine>>,
     budget: Budget,
+    use_cache: bool,
 ) -> Result<Vec<Result<LoopOutcome, String>>> {
     let tracker = Arc::new(Tracker::new(budget));
     let bars = MultiProgress::new();
@@ -264,11 +384,13 @@ fn execute(
             let task = spec.task()?;
             let engine = Arc::clone(&engines[&task.task.model]);
             let generator = Generator::new(engine, Arc::clone(store), run.id)
-                .in_group(((run.id as u64) << 8) | position as u64);
+                .in_group(((run.id as u64) << 8) | position as u64)
+                .with_cache(use_cache);
             let judge = task.metric.judge_model().map(|model| {
                 let model = model.unwrap_or_else(|| task.task.model.clone());
                 Generator::new(Arc::clone(&engines[&model]), Arc::clone(store), run.id)
                     .in_group(((run.id as u64) << 8) | position as u64)
+                    .with_cache(use_cache)
             });
             let bar = bars.add(ProgressBar::new(0));
             bar.set_style(

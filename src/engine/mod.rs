@@ -352,6 +352,17 @@ impl Engine {
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// The token ids `text` becomes (no special tokens added).
+    pub fn tokenize(&self, text: &str) -> Vec<i32> {
+        self.loaded
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), false, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
     /// Number of tokens `text` becomes (no special tokens added).
     pub fn count_tokens(&self, text: &str) -> usize {
         self.loaded

@@ -113,6 +113,18 @@ impl Rng {
         result
     }
 
+    /// `k` distinct indices below `n` (all of them when `k >= n`), in a random order.
+    pub fn choose(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..n).collect();
+        let k = k.min(n);
+        for i in 0..k {
+            let j = i + (self.next_u64() % (n - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        all
+    }
+
     /// A uniform draw in `[0, 1)` with 53 bits of precision.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)

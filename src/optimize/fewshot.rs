@@ -19,14 +19,7 @@ const ROUND_TEMPERATURE: f32 = 0.7;
 
 /// `k` distinct indices below `n`, in a seeded random order.
 fn sample_indices(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
-    let mut all: Vec<usize> = (0..n).collect();
-    let k = k.min(n);
-    for i in 0..k {
-        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
-        all.swap(i, j);
-    }
-    all.truncate(k);
-    all
+    rng.choose(n, k)
 }
 
 /// `0..n` in a seeded random order.

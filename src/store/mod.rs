@@ -5,6 +5,7 @@
 //! Connection pragmas (WAL, `synchronous = NORMAL`, foreign keys) are set here, in code.
 
 mod artifacts;
+mod audit;
 mod calls;
 mod error;
 mod evals;
@@ -17,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use artifacts::StoredArtifact;
+pub use audit::{BundleRecord, ReplayRow};
 pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
@@ -50,6 +52,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "optimization loops, candidates and their results",
         include_str!("migrations/0004_optimizations.sql"),
     ),
+    (5, "replays", include_str!("migrations/0005_replays.sql")),
 ];
 
 /// A handle on the store. Cheap operations run under one connection guarded by a mutex; the

@@ -1,0 +1,273 @@
+//! Audit bundles: one run's stored rows in one hash-chained JSON Lines file.
+//!
+//! Each line is `{"seq", "kind", "data", "prev", "hash"}`. `hash` is the sha256 of the
+//! previous record's hash, the sequence number, the kind and the canonical JSON of `data`,
+//! so that changing, removing or reordering any record breaks the chain at that record.
+//! The first record (`header`) names the format and the run; the last (`end`) counts the
+//! records. Nothing is signed: the chain shows where a bundle was altered, not who made it.
+
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::store::{BundleRecord, Store, StoreError};
+
+pub const BUNDLE_FORMAT: &str = "tuningfork.bundle";
+pub const BUNDLE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{source_name}: {message}")]
+    Invalid {
+        source_name: String,
+        message: String,
+    },
+    /// The chain breaks at a record: it was edited, removed or moved after export.
+    #[error("{source_name}: record {seq} ({what}) was altered after export: {message}")]
+    Altered {
+        source_name: String,
+        seq: u64,
+        what: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the bundle: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    seq: u64,
+    kind: String,
+    data: Value,
+    prev: String,
+    hash: String,
+}
+
+fn link(prev: &str, seq: u64, kind: &str, data: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(seq.to_string().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(kind.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(
+        serde_json::to_string(data)
+            .expect("values serialize")
+            .as_bytes(),
+    );
+    hex::encode(hasher.finalize())
+}
+
+/// How a record is named in messages: its kind and its id, hash or uid.
+fn describe(kind: &str, data: &Value) -> String {
+    for key in ["id", "uid", "sha256", "hash"] {
+        if let Some(v) = data.get(key) {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            return format!("{kind} {key} {v}");
+        }
+    }
+    kind.to_string()
+}
+
+/// What a bundle holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BundleSummary {
+    pub run_uid: String,
+    pub records: u64,
+    /// The hash of the last record: a digest of the whole bundle.
+    pub head: String,
+    /// Records by kind.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Writes run `run_id` as a bundle; returns what it wrote.
+pub fn export(
+    store: &Store,
+    run_id: i64,
+    out: &mut dyn Write,
+) -> Result<BundleSummary, BundleError> {
+    let run = store.run(&run_id.to_string())?;
+    let records = store.run_records(run_id)?;
+    let mut writer = ChainWriter::new(out);
+    writer.write(
+        "header",
+        serde_json::json!({
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "run": run.uid,
+            "tuningfork": env!("CARGO_PKG_VERSION"),
+        }),
+    )?;
+    let mut counts = std::collections::BTreeMap::new();
+    for record in records {
+        *counts.entry(record.kind.clone()).or_insert(0) += 1;
+        writer.write(&record.kind, Value::Object(record.data))?;
+    }
+    let records = writer.seq;
+    writer.write("end", serde_json::json!({ "records": records + 1 }))?;
+    Ok(BundleSummary {
+        run_uid: run.uid,
+        records: writer.seq,
+        head: writer.prev,
+        counts,
+    })
+}
+
+/// The digest a bundle of run `run_id` would have now (its `head`), without writing one.
+pub fn digest(store: &Store, run_id: i64) -> Result<String, BundleError> {
+    Ok(export(store, run_id, &mut std::io::sink())?.head)
+}
+
+struct ChainWriter<'a> {
+    out: &'a mut dyn Write,
+    seq: u64,
+    prev: String,
+}
+
+impl<'a> ChainWriter<'a> {
+    fn new(out: &'a mut dyn Write) -> Self {
+        ChainWriter {
+            out,
+            seq: 0,
+            prev: String::new(),
+        }
+    }
+
+    fn write(&mut self, kind: &str, data: Value) -> Result<(), BundleError> {
+        let hash = link(&self.prev, self.seq, kind, &data);
+        let line = Line {
+            seq: self.seq,
+            kind: kind.to_string(),
+            data,
+            prev: std::mem::take(&mut self.prev),
+            hash: hash.clone(),
+        };
+        serde_json::to_writer(&mut *self.out, &line).map_err(std::io::Error::from)?;
+        self.out.write_all(b"\n")?;
+        self.seq += 1;
+        self.prev = hash;
+        Ok(())
+    }
+}
+
+/// Reads a bundle and checks its chain; returns its records (header and end excluded) and
+/// summary, or names the first record that does not belong.
+pub fn read(
+    input: &mut dyn BufRead,
+    source_name: &str,
+) -> Result<(Vec<BundleRecord>, BundleSummary), BundleError> {
+    let invalid = |message: String| BundleError::Invalid {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let mut records = Vec::new();
+    let mut prev = String::new();
+    let mut expected_seq = 0u64;
+    let mut run_uid = None;
+    let mut ended = false;
+    let mut counts = std::collections::BTreeMap::new();
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if ended {
+            return Err(invalid(format!(
+                "line {}: records follow the end record",
+                index + 1
+            )));
+        }
+        let line: Line = serde_json::from_str(&line)
+            .map_err(|e| invalid(format!("line {}: not a bundle record ({e})", index + 1)))?;
+        let what = describe(&line.kind, &line.data);
+        let altered = |message: &str| BundleError::Altered {
+            source_name: source_name.to_string(),
+            seq: line.seq,
+            what: what.clone(),
+            message: message.to_string(),
+        };
+        if line.seq != expected_seq {
+            return Err(altered(&format!(
+                "expected record {expected_seq} here; a record was removed, added or moved"
+            )));
+        }
+        if line.prev != prev {
+            return Err(altered("it does not follow the record before it"));
+        }
+        if link(&prev, line.seq, &line.kind, &line.data) != line.hash {
+            return Err(altered("its content does not match its hash"));
+        }
+        prev = line.hash.clone();
+        expected_seq += 1;
+        match line.kind.as_str() {
+            "header" => {
+                if line.seq != 0 {
+                    return Err(altered("a header inside the bundle"));
+                }
+                if line.data["format"] != BUNDLE_FORMAT {
+                    return Err(invalid(format!(
+                        "the format is {}, not {BUNDLE_FORMAT}",
+                        line.data["format"]
+                    )));
+                }
+                if line.data["version"].as_u64() != Some(u64::from(BUNDLE_VERSION)) {
+                    return Err(invalid(format!(
+                        "bundle version {}; this tuningfork reads version {BUNDLE_VERSION}",
+                        line.data["version"]
+                    )));
+                }
+                run_uid = line.data["run"].as_str().map(str::to_string);
+            }
+            "end" => {
+                if line.data["records"].as_u64() != Some(line.seq) {
+                    return Err(altered("the record count does not match"));
+                }
+                ended = true;
+            }
+            kind => {
+                if line.seq == 0 {
+                    return Err(invalid("the first record is not a header".into()));
+                }
+                let Value::Object(data) = line.data else {
+                    return Err(altered("its data is not an object"));
+                };
+                *counts.entry(kind.to_string()).or_insert(0) += 1;
+                records.push(BundleRecord {
+                    kind: kind.to_string(),
+                    data,
+                });
+            }
+        }
+    }
+    if !ended {
+        return Err(invalid(
+            "the bundle ends without its end record: it was cut short".into(),
+        ));
+    }
+    let run_uid = run_uid.ok_or_else(|| invalid("the header names no run".into()))?;
+    Ok((
+        records,
+        BundleSummary {
+            run_uid,
+            records: expected_seq,
+            head: prev,
+            counts,
+        },
+    ))
+}
+
+/// Checks a bundle and stores its run; returns the new local run id and the summary.
+pub fn import(
+    store: &Store,
+    input: &mut dyn BufRead,
+    source_name: &str,
+) -> Result<(i64, BundleSummary), BundleError> {
+    let (records, summary) = read(input, source_name)?;
+    let run_id = store.import_run_records(&records)?;
+    Ok((run_id, summary))
+}

@@ -1,0 +1,248 @@
+//! Reproducibility audits: replay a stored run's calls, compare a rerun with its original,
+//! carry a run to another store as a hash-chained bundle, and report on a run.
+//!
+//! Architecture Invariant: audits read runs from the store only — never from task or data
+//! files on disk — so a run can be audited on a machine that never saw those files.
+
+pub mod bundle;
+pub mod replay;
+
+use serde::Serialize;
+
+use crate::engine::EngineError;
+use crate::generator::GenerateError;
+use crate::optimize::LoopOutcome;
+use crate::store::{ReplayRow, RunRecord, RunSummary, Store, StoreError};
+
+pub use bundle::{BundleError, BundleSummary};
+pub use replay::{Divergence, ReplayOptions, ReplayReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the run used the model with sha256 {sha256}, which no pin in models.toml has (pinned: {pinned}); pin that exact file with `tuningfork models add FILE --name NAME`")]
+    ModelNotPinned { sha256: String, pinned: String },
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where a rerun departs from its original: one line per difference, empty when it matches.
+pub fn compare_runs(store: &Store, original: i64, rerun: i64) -> Result<Vec<String>, AuditError> {
+    let (a, b) = (store.optimizations(original)?, store.optimizations(rerun)?);
+    let mut departures = Vec::new();
+    if a.len() != b.len() {
+        departures.push(format!("{} loops, then {}", a.len(), b.len()));
+    }
+    for (x, y) in a.iter().zip(&b) {
+        let name = format!("loop {} ({} · {})", x.loop_index, x.task, x.optimizer);
+        let (cx, cy) = (store.candidates(x.id)?, store.candidates(y.id)?);
+        for i in 0..cx.len().max(cy.len()) {
+            match (cx.get(i), cy.get(i)) {
+                (Some(p), Some(q)) => {
+                    if p.program_hash != q.program_hash {
+                        departures.push(format!(
+                            "{name}: candidate #{i} `{}` has program {}, the rerun {}",
+                            p.label,
+                            &p.program_hash[..12],
+                            &q.program_hash[..12]
+                        ));
+                    } else if p.val_score != q.val_score {
+                        departures.push(format!(
+                            "{name}: candidate #{i} `{}` scored {:?} on val, the rerun {:?}",
+                            p.label, p.val_score, q.val_score
+                        ));
+                    }
+                }
+                (Some(p), None) => departures.push(format!(
+                    "{name}: candidate #{i} `{}` is missing from the rerun",
+                    p.label
+                )),
+                (None, Some(q)) => departures.push(format!(
+                    "{name}: the rerun has an extra candidate #{i} `{}`",
+                    q.label
+                )),
+                (None, None) => {}
+            }
+        }
+        // The first example of each subject and split whose result differs.
+        let subjects: std::collections::BTreeSet<(String, String)> = store
+            .result_counts(x.id)?
+            .into_iter()
+            .chain(store.result_counts(y.id)?)
+            .map(|(subject, split, _)| (subject, split))
+            .collect();
+        for (subject, split) in subjects {
+            let (rx, ry) = (
+                store.results(x.id, &subject, &split)?,
+                store.results(y.id, &subject, &split)?,
+            );
+            let differing = rx
+                .iter()
+                .zip(&ry)
+                .find(|(p, q)| p.score != q.score || p.outputs != q.outputs);
+            if let Some((p, q)) = differing {
+                departures.push(format!(
+                    "{name}: {} on {split} example {} ({}): output {} score {}, the rerun output {} score {}",
+                    short(&subject),
+                    p.example_index,
+                    p.source,
+                    p.outputs.as_ref().map_or("-".to_string(), |o| o.to_string()),
+                    p.score,
+                    q.outputs.as_ref().map_or("-".to_string(), |o| o.to_string()),
+                    q.score
+                ));
+            } else if rx.len() != ry.len() {
+                departures.push(format!(
+                    "{name}: {} on {split}: {} results, the rerun {}",
+                    short(&subject),
+                    rx.len(),
+                    ry.len()
+                ));
+            }
+        }
+        let outcome = |s: &Option<serde_json::Value>| {
+            s.clone()
+                .and_then(|v| serde_json::from_value::<LoopOutcome>(v).ok())
+        };
+        match (outcome(&x.summary), outcome(&y.summary)) {
+            (Some(p), Some(q)) => {
+                if p.artifact_hash != q.artifact_hash {
+                    departures.push(format!(
+                        "{name}: the result is artifact {}, the rerun's {}",
+                        &p.artifact_hash[..12],
+                        &q.artifact_hash[..12]
+                    ));
+                }
+                if p.baseline != q.baseline || p.optimized != q.optimized {
+                    departures.push(format!(
+                        "{name}: scores baseline {:?} optimized {:?}, the rerun baseline {:?} optimized {:?}",
+                        p.baseline, p.optimized, q.baseline, q.optimized
+                    ));
+                }
+            }
+            (p, q) => {
+                if p.is_some() != q.is_some() {
+                    departures.push(format!(
+                        "{name}: ended {}, the rerun {}",
+                        x.status, y.status
+                    ));
+                }
+            }
+        }
+    }
+    Ok(departures)
+}
+
+/// `teacher:…` subjects and program hashes, shortened for messages.
+fn short(subject: &str) -> String {
+    match subject.strip_prefix("teacher:") {
+        Some(rest) => format!("teacher {}", &rest[..rest.len().min(12)]),
+        None => format!("program {}", &subject[..subject.len().min(12)]),
+    }
+}
+
+/// One loop's inputs and outcome, as the audit report lists them.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopAudit {
+    pub loop_index: i64,
+    pub task: String,
+    pub task_file: String,
+    pub optimizer: serde_json::Value,
+    pub seed: serde_json::Value,
+    pub splits: serde_json::Value,
+    pub status: String,
+    pub stop_reason: Option<String>,
+    pub outcome: Option<serde_json::Value>,
+}
+
+/// Everything an auditor reads about a run: inputs, environment, calls, outcome, replays,
+/// and the digest its bundle would have.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub run: RunRecord,
+    pub calls: i64,
+    pub cache_hits: i64,
+    pub failed_calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub models: Vec<serde_json::Value>,
+    pub loops: Vec<LoopAudit>,
+    pub replays: Vec<ReplayRow>,
+    pub digest: String,
+}
+
+/// Gathers the audit report of a run.
+pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
+    let run = store.run(&run_id.to_string())?;
+    let RunSummary {
+        run,
+        calls,
+        cache_hits,
+        failed_calls,
+        prompt_tokens,
+        completion_tokens,
+    } = store.summarize(run)?;
+    let models = store
+        .run_records(run_id)?
+        .into_iter()
+        .filter(|r| r.kind == "model")
+        .map(|r| {
+            let mut data = r.data;
+            // The pin is stored as JSON text; show it as JSON.
+            if let Some(pin) = data.get("pin_json").and_then(|p| p.as_str()) {
+                let pin = serde_json::from_str(pin).unwrap_or(serde_json::Value::Null);
+                data.insert("pin".into(), pin);
+            }
+            data.remove("pin_json");
+            data.remove("metadata_json");
+            serde_json::Value::Object(data)
+        })
+        .collect();
+    let loops = store
+        .optimizations(run_id)?
+        .into_iter()
+        .map(|o| {
+            let c = &o.config;
+            let split = |name: &str| {
+                serde_json::json!({
+                    "rows": c[name].as_array().map_or(0, Vec::len),
+                    "hash": c[format!("{name}_hash")],
+                })
+            };
+            LoopAudit {
+                loop_index: o.loop_index,
+                task: o.task.clone(),
+                task_file: c["task_file"].as_str().unwrap_or_default().to_string(),
+                optimizer: c["optimizer"].clone(),
+                seed: c["seed"].clone(),
+                splits: serde_json::json!({
+                    "train": split("train"),
+                    "val": split("val"),
+                    "test": split("test"),
+                }),
+                status: o.status.clone(),
+                stop_reason: o.stop_reason.clone(),
+                outcome: o.summary.clone(),
+            }
+        })
+        .collect();
+    Ok(AuditReport {
+        run,
+        calls,
+        cache_hits,
+        failed_calls,
+        prompt_tokens,
+        completion_tokens,
+        models,
+        loops,
+        replays: store.replays(run_id)?,
+        digest: bundle::digest(store, run_id)?,
+    })
+}
