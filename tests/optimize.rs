@@ -4,77 +4,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use tuningfork::optimize::program_hash;
 use tuningfork::program::Program;
-
-/// Optimization runs use both cores; running two at once would only slow both.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A small copy of the bundled sentiment task: the first rows of its data as train, val and
-/// test files. Returns the task file and the test split's reviews.
-fn small_task(dir: &Path, train: usize, val: usize, test: usize) -> (PathBuf, Vec<String>) {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/sentiment");
-    let data = std::fs::read_to_string(examples.join("data.jsonl")).unwrap();
-    let lines: Vec<&str> = data.lines().collect();
-    let write = |name: &str, rows: &[&str]| {
-        std::fs::write(dir.join(name), rows.join("\n") + "\n").unwrap();
-    };
-    write("train.jsonl", &lines[..train]);
-    write("val.jsonl", &lines[train..train + val]);
-    let test_rows = &lines[train + val..train + val + test];
-    write("test.jsonl", test_rows);
-    let task = std::fs::read_to_string(examples.join("task.toml")).unwrap();
-    let dataset_start = task.find("[dataset]").unwrap();
-    let dataset_end = task.find("[metric]").unwrap();
-    let task = format!(
-        "{}[dataset]\ntrain = \"train.jsonl\"\nval = \"val.jsonl\"\ntest = \"test.jsonl\"\n\n{}",
-        &task[..dataset_start],
-        &task[dataset_end..]
-    );
-    let path = dir.join("task.toml");
-    std::fs::write(&path, task).unwrap();
-    let reviews = test_rows
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["review"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    (path, reviews)
-}
-
-fn db(sandbox: &Sandbox) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(sandbox.store()).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
-}
-
-fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-/// The run's report from `--json` output.
-fn report(output: &std::process::Output) -> Value {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
-}
 
 /// The ids of the calls made for the final test-split evaluation.
 fn test_stage_calls(conn: &rusqlite::Connection) -> BTreeSet<i64> {

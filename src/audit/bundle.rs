@@ -224,7 +224,8 @@ pub fn read(
                 run_uid = line.data["run"].as_str().map(str::to_string);
             }
             "end" => {
-                if line.data["records"].as_u64() != Some(line.seq) {
+                // The count includes the end record itself.
+                if line.data["records"].as_u64() != Some(line.seq + 1) {
                     return Err(altered("the record count does not match"));
                 }
                 ended = true;
