@@ -156,6 +156,13 @@ fn a_rerun_and_a_bundle_reach_the_same_results_and_tampering_is_named() {
         audit["loops"][0]["outcome"]["artifact_hash"],
         original["loops"][0]["artifact_hash"]
     );
+    let digest = stdout(&exported)
+        .split("digest ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(audit["imported_from"]["bundle_digest"], digest.as_str());
     // Importing the same run twice is refused.
     let again = elsewhere.run(&["runs", "import", bundle.to_str().unwrap()]);
     assert!(!again.status.success());

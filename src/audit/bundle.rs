@@ -269,6 +269,6 @@ pub fn import(
     source_name: &str,
 ) -> Result<(i64, BundleSummary), BundleError> {
     let (records, summary) = read(input, source_name)?;
-    let run_id = store.import_run_records(&records)?;
+    let run_id = store.import_run_records(&records, &summary.head, source_name)?;
     Ok((run_id, summary))
 }

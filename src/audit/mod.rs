@@ -19,8 +19,12 @@ pub use replay::{Divergence, ReplayOptions, ReplayReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("the run used the model with sha256 {sha256}, which no pin in models.toml has (pinned: {pinned}); pin that exact file with `tuningfork models add FILE --name NAME`")]
-    ModelNotPinned { sha256: String, pinned: String },
+    #[error("the run used the model with sha256 {sha256}, which no pin in {registry} has (pinned: {pinned}); pin that exact file with `tuningfork models add FILE --name NAME`, or pass --models-dir")]
+    ModelNotPinned {
+        sha256: String,
+        registry: String,
+        pinned: String,
+    },
     #[error(transparent)]
     Generate(#[from] GenerateError),
     #[error(transparent)]
@@ -175,7 +179,10 @@ pub struct AuditReport {
     pub models: Vec<serde_json::Value>,
     pub loops: Vec<LoopAudit>,
     pub replays: Vec<ReplayRow>,
+    /// The digest a bundle of the run exported from this store has.
     pub digest: String,
+    /// For a run imported from a bundle: that bundle's digest, file and import time.
+    pub imported_from: Option<serde_json::Value>,
 }
 
 /// Gathers the audit report of a run.
@@ -244,5 +251,8 @@ pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
         loops,
         replays: store.replays(run_id)?,
         digest: bundle::digest(store, run_id)?,
+        imported_from: store.run_import(run_id)?.map(|(digest, source, at)| {
+            serde_json::json!({ "bundle_digest": digest, "source": source, "imported_at": at })
+        }),
     })
 }

@@ -100,7 +100,12 @@ pub fn load_engines(
                 .join(", ");
             return Err(AuditError::ModelNotPinned {
                 sha256: sha.clone(),
-                pinned,
+                registry: registry.path().display().to_string(),
+                pinned: if pinned.is_empty() {
+                    "none".to_string()
+                } else {
+                    pinned
+                },
             });
         };
         let engine = load_engine(registry, store, &pin.name, true, config.clone())?;

@@ -125,6 +125,8 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         serde_json::json!({
             "split": split.name,
             "split_hash": split.hash,
+            // The exact rows, so the run is self-contained.
+            "examples": split.examples,
             "artifact": artifact,
             "train_hash": data.train.0.hash,
             "val_hash": data.val.0.hash,

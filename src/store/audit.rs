@@ -197,10 +197,28 @@ impl Store {
         Ok(records)
     }
 
+    /// Where an imported run came from: the digest of its bundle, the file, and when.
+    pub fn run_import(&self, run_id: i64) -> Result<Option<(String, String, String)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row(
+                "SELECT bundle_digest, source, imported_at FROM run_imports WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql_error(e))
+    }
+
     /// Stores the records of one run (from [`Store::run_records`] on another store) in one
-    /// transaction, giving rows new local ids. Returns the new run id. Refuses a run whose uid
-    /// is already here.
-    pub fn import_run_records(&self, records: &[BundleRecord]) -> Result<i64, StoreError> {
+    /// transaction, giving rows new local ids, with the digest of the bundle they came from.
+    /// Returns the new run id. Refuses a run whose uid is already here.
+    pub fn import_run_records(
+        &self,
+        records: &[BundleRecord],
+        bundle_digest: &str,
+        source: &str,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sql_error(e))?;
         let mut run_id: Option<i64> = None;
@@ -284,6 +302,11 @@ impl Store {
             }
         }
         let run_id = run_id.ok_or_else(|| StoreError::Corrupt("the bundle has no run".into()))?;
+        tx.execute(
+            "INSERT INTO run_imports (run_id, bundle_digest, source) VALUES (?1, ?2, ?3)",
+            rusqlite::params![run_id, bundle_digest, source],
+        )
+        .map_err(|e| self.sql_error(e))?;
         tx.commit().map_err(|e| self.sql_error(e))?;
         Ok(run_id)
     }

@@ -52,7 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "optimization loops, candidates and their results",
         include_str!("migrations/0004_optimizations.sql"),
     ),
-    (5, "replays", include_str!("migrations/0005_replays.sql")),
+    (
+        5,
+        "replays and imported runs",
+        include_str!("migrations/0005_replays.sql"),
+    ),
 ];
 
 /// A handle on the store. Cheap operations run under one connection guarded by a mutex; the

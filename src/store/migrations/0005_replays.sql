@@ -1,5 +1,5 @@
--- 0005: replays. Each replay of a run recomputes its recorded calls and compares the outputs
--- byte for byte; its own calls are recorded under a run of kind `replay`.
+-- 0005: replays and imported runs. Each replay of a run recomputes its recorded calls and
+-- compares the outputs byte for byte; its own calls are recorded under a run of kind `replay`.
 
 CREATE TABLE replays (
     id                           INTEGER PRIMARY KEY,
@@ -14,3 +14,11 @@ CREATE TABLE replays (
     created_at                   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE INDEX replays_by_run ON replays(run_id, id);
+
+-- Runs that came from an audit bundle, with the digest (last hash) of that bundle.
+CREATE TABLE run_imports (
+    run_id        INTEGER PRIMARY KEY REFERENCES runs(id),
+    bundle_digest TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    imported_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
