@@ -220,6 +220,28 @@ fn a_model_file_that_is_not_the_runs_is_refused() {
     let sandbox = Sandbox::new();
     let generated = sandbox.run(&["generate", "--max-tokens", "8", "Say hello."]);
     assert!(generated.status.success(), "{}", stderr(&generated));
+    // A stored output that the model does not give is found and named.
+    let conn = db(&sandbox);
+    let output: String = conn
+        .query_row("SELECT output FROM calls WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    conn.execute(
+        "UPDATE calls SET output = ?1 WHERE id = 1",
+        [format!("{output} (edited)")],
+    )
+    .unwrap();
+    drop(conn);
+    let out = sandbox.run(&["replay", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let replayed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(replayed["diverged"], 1);
+    let divergence = &replayed["divergences"][0];
+    assert_eq!(divergence["call_id"], 1);
+    assert_eq!(divergence["replayed"], output.as_str());
+    assert_eq!(divergence["char_position"], output.chars().count());
+    assert!(divergence["token_position"].as_u64().unwrap() > 0);
+    assert_eq!(count(&db(&sandbox), "SELECT diverged FROM replays"), 1);
+
     let real = models_dir();
     let registry = std::fs::read_to_string(real.join("models.toml")).unwrap();
     let smollm = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -259,8 +281,8 @@ fn a_model_file_that_is_not_the_runs_is_refused() {
     let out = sandbox.run_in(&repinned, &["replay", "1"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no pin"), "{}", stderr(&out));
-    // Nothing was recomputed.
-    assert_eq!(count(&db(&sandbox), "SELECT COUNT(*) FROM replays"), 0);
+    // The refused replays recorded nothing.
+    assert_eq!(count(&db(&sandbox), "SELECT COUNT(*) FROM replays"), 1);
 }
 
 fn link_or_copy(from: &Path, to: &Path) {

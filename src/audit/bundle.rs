@@ -272,3 +272,104 @@ pub fn import(
     let run_id = store.import_run_records(&records, &summary.head, source_name)?;
     Ok((run_id, summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineFingerprint;
+    use crate::store::{NewCall, NewRun};
+
+    fn store_with_a_run() -> (Store, i64) {
+        let store = Store::open_in_memory().unwrap();
+        let run = store
+            .begin_run(&NewRun {
+                kind: "generate",
+                config: serde_json::json!({ "prompt": "hi" }),
+                seed: Some(1),
+                model_sha256: Some("abc"),
+                fingerprint: &EngineFingerprint::current(),
+            })
+            .unwrap();
+        for (i, output) in ["one", "two ½", "three"].iter().enumerate() {
+            store
+                .record_call(&NewCall {
+                    run_id: run,
+                    request_hash: &format!("h{i}"),
+                    model_sha256: "abc",
+                    engine_fingerprint_id: "f",
+                    request_json: "{}",
+                    prompt: "p",
+                    output,
+                    prompt_tokens: 3,
+                    completion_tokens: 1,
+                    stop_reason: Some("end_of_text"),
+                    latency_ms: 977.421_312_000_000_1,
+                    cached: false,
+                    error: None,
+                })
+                .unwrap();
+        }
+        (store, run)
+    }
+
+    fn exported(store: &Store, run: i64) -> String {
+        let mut out = Vec::new();
+        export(store, run, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_bundle_reads_back_and_imports_once() {
+        let (store, run) = store_with_a_run();
+        let text = exported(&store, run);
+        let (records, summary) = read(&mut text.as_bytes(), "b").unwrap();
+        assert_eq!(summary.counts["call"], 3);
+        assert_eq!(summary.records, 6);
+        assert_eq!(records[0].kind, "run");
+        assert_eq!(summary.head, digest(&store, run).unwrap());
+
+        let other = Store::open_in_memory().unwrap();
+        let (imported, _) = import(&other, &mut text.as_bytes(), "b").unwrap();
+        assert_eq!(other.run_calls(imported).unwrap().len(), 3);
+        assert_eq!(other.run_import(imported).unwrap().unwrap().0, summary.head);
+        // Floats and text survive exactly.
+        assert_eq!(
+            other.run_calls(imported).unwrap()[1].output,
+            store.run_calls(run).unwrap()[1].output
+        );
+        assert_eq!(
+            other.run_calls(imported).unwrap()[0].latency_ms,
+            977.421_312_000_000_1
+        );
+        let err = import(&other, &mut text.as_bytes(), "b").unwrap_err();
+        assert!(err.to_string().contains("already"), "{err}");
+    }
+
+    #[test]
+    fn damaged_bundles_are_named() {
+        let (store, run) = store_with_a_run();
+        let text = exported(&store, run);
+        let lines: Vec<&str> = text.lines().collect();
+        let cut = lines[..lines.len() - 1].join("\n");
+        let err = read(&mut cut.as_bytes(), "b.bundle")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("b.bundle") && err.contains("cut short"),
+            "{err}"
+        );
+
+        let swapped = [lines[0], lines[2], lines[1]].join("\n");
+        let err = read(&mut swapped.as_bytes(), "b").unwrap_err().to_string();
+        assert!(err.contains("record 2 (call id 1)"), "{err}");
+
+        let err = read(&mut "not json\n".as_bytes(), "b")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+
+        let foreign = text.replacen(BUNDLE_FORMAT, "other.format", 1);
+        let err = read(&mut foreign.as_bytes(), "b").unwrap_err().to_string();
+        assert!(err.contains("record 0"), "{err}");
+    }
+}
