@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use crate::program::adapter::{parse_value, reply_fields, REASONING_FIELD};
 use crate::program::{Demo, FieldType, Predictor, PredictorKind, Program, Values};
 
-/// The DSPy version whose layout this module writes.
-const DSPY_VERSION: &str = "2.6.0";
+/// The DSPy version whose layout this module writes (and whose `load` was checked to read it).
+const DSPY_VERSION: &str = "3.4.1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DspyError {
@@ -71,10 +71,7 @@ pub fn export(program: &Program) -> Value {
             .collect();
         for field in &fields {
             let (prefix, description) = if field.name == REASONING_FIELD {
-                (
-                    "Reasoning: Let's think step by step in order to".to_string(),
-                    "${reasoning}".to_string(),
-                )
+                ("Reasoning:".to_string(), "${reasoning}".to_string())
             } else {
                 (
                     prefix(&field.name),
@@ -91,9 +88,12 @@ pub fn export(program: &Program) -> Value {
             .iter()
             .map(|demo| {
                 let mut object = Map::new();
-                // A demonstration with every output (reasoning included) came from a trace.
-                let complete = fields.iter().all(|f| demo.outputs.contains_key(&f.name));
-                if complete {
+                // A chain-of-thought demonstration with its reasoning came from a trace; a
+                // labeled one has none. For `Predict` steps the two look alike, and DSPy's
+                // adapter does not need the mark.
+                let traced = step.reasoning()
+                    && fields.iter().all(|f| demo.outputs.contains_key(&f.name));
+                if traced {
                     object.insert("augmented".into(), Value::Bool(true));
                 }
                 for (name, value) in demo.inputs.iter().chain(demo.outputs.iter()) {
@@ -118,7 +118,7 @@ pub fn export(program: &Program) -> Value {
     }
     root.insert(
         "metadata".into(),
-        json!({ "dependency_versions": { "python": "3.11", "dspy": DSPY_VERSION, "cloudpickle": "3.0" } }),
+        json!({ "dependency_versions": { "python": "3.11", "dspy": DSPY_VERSION, "cloudpickle": "3.1" } }),
     );
     Value::Object(root)
 }
@@ -301,7 +301,10 @@ mod tests {
             let entry = &saved[key];
             assert_eq!(entry["signature"]["instructions"], "Count the items.");
             assert_eq!(entry["signature"]["fields"][0]["prefix"], "Order Message:");
-            assert_eq!(entry["demos"][0]["augmented"], true);
+            assert_eq!(
+                entry["demos"][0]["augmented"].as_bool(),
+                (kind == PredictorKind::ChainOfThought).then_some(true)
+            );
             assert!(saved["metadata"]["dependency_versions"]["dspy"].is_string());
             let mut blank = original.clone();
             blank.steps[0].demos.clear();

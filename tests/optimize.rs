@@ -291,6 +291,8 @@ fn budgets_stop_a_run_cleanly_with_the_best_program_so_far() {
             "4",
             flag,
             value,
+            "--promote",
+            "nightly",
             "--json",
         ]));
         let outcome = &run["loops"][0];
@@ -299,9 +301,10 @@ fn budgets_stop_a_run_cleanly_with_the_best_program_so_far() {
             outcome["stop_reason"].as_str().unwrap().contains(reason),
             "{flag}: {outcome}"
         );
-        // The result is a stored program with its held-out score.
+        // The result is a stored program with its held-out score, promoted as asked.
         let stored = artifact(&sandbox, outcome["artifact_hash"].as_str().unwrap());
         assert!(stored["scores"]["test"].is_number());
+        assert_eq!(artifact(&sandbox, "nightly"), stored);
         let conn = db(&sandbox);
         let search_calls =
             count(&conn, "SELECT COUNT(*) FROM calls") as usize - test_stage_calls(&conn).len();
@@ -340,4 +343,46 @@ fn bad_options_and_unknown_runs_are_clear_errors() {
     assert!(stderr(&out).contains("--task"), "{}", stderr(&out));
     // Nothing was started, so nothing is half-recorded.
     assert!(!sandbox.store().exists() || count(&db(&sandbox), "SELECT COUNT(*) FROM runs") == 0);
+}
+
+#[test]
+fn a_program_saved_by_dspy_imports_onto_its_task() {
+    // `dspy-program.json` was written by DSPy 3.4.1's `Module.save` for the sentiment task.
+    let sandbox = Sandbox::new();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/sentiment");
+    let file = examples.join("dspy-program.json");
+    let task = examples.join("task.toml");
+    let imported = sandbox.run(&[
+        "artifacts",
+        "import",
+        file.to_str().unwrap(),
+        "--format",
+        "dspy",
+        "--task",
+        task.to_str().unwrap(),
+    ]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let stored = artifact(&sandbox, stdout(&imported).trim());
+    let step = &stored["program"]["steps"][0];
+    assert_eq!(
+        step["signature"]["instructions"],
+        "Decide whether the product review is positive, negative or neutral."
+    );
+    assert_eq!(step["demos"].as_array().unwrap().len(), 3);
+    assert_eq!(step["demos"][0]["outputs"]["sentiment"], "neutral");
+    assert_eq!(stored["task"], "sentiment");
+    // And back out in the same layout DSPy wrote.
+    let exported = sandbox.run(&["artifacts", "export", stdout(&imported).trim(), "--format", "dspy"]);
+    let ours: Value = serde_json::from_str(&stdout(&exported)).unwrap();
+    let theirs: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(ours["classify"]["demos"][1], theirs["classify"]["demos"][1]);
+    assert_eq!(
+        ours["classify"]["signature"]["instructions"],
+        theirs["classify"]["signature"]["instructions"]
+    );
+    assert_eq!(
+        ours["classify"]["signature"]["fields"][0]["prefix"],
+        theirs["classify"]["signature"]["fields"][0]["prefix"]
+    );
 }

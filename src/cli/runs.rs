@@ -72,7 +72,13 @@ fn show(global: &GlobalArgs, id: &str, full: bool, json: bool) -> Result<()> {
         "seed         {}",
         run.seed.map_or("-".to_string(), |s| s.to_string())
     );
-    println!("config       {}", run.config);
+    // Configs hold the task file and dataset rows; --full shows them whole.
+    let config = run.config.to_string();
+    if full {
+        println!("config       {config}");
+    } else {
+        println!("config       {}", abbreviate(&config, 300));
+    }
     if let Some(error) = &run.error {
         println!("error        {error}");
     }
