@@ -91,8 +91,8 @@ pub fn export(program: &Program) -> Value {
                 // A chain-of-thought demonstration with its reasoning came from a trace; a
                 // labeled one has none. For `Predict` steps the two look alike, and DSPy's
                 // adapter does not need the mark.
-                let traced = step.reasoning()
-                    && fields.iter().all(|f| demo.outputs.contains_key(&f.name));
+                let traced =
+                    step.reasoning() && fields.iter().all(|f| demo.outputs.contains_key(&f.name));
                 if traced {
                     object.insert("augmented".into(), Value::Bool(true));
                 }

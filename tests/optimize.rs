@@ -349,7 +349,8 @@ fn bad_options_and_unknown_runs_are_clear_errors() {
 fn a_program_saved_by_dspy_imports_onto_its_task() {
     // `dspy-program.json` was written by DSPy 3.4.1's `Module.save` for the sentiment task.
     let sandbox = Sandbox::new();
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/sentiment");
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/sentiment");
     let file = examples.join("dspy-program.json");
     let task = examples.join("task.toml");
     let imported = sandbox.run(&[
@@ -372,10 +373,15 @@ fn a_program_saved_by_dspy_imports_onto_its_task() {
     assert_eq!(step["demos"][0]["outputs"]["sentiment"], "neutral");
     assert_eq!(stored["task"], "sentiment");
     // And back out in the same layout DSPy wrote.
-    let exported = sandbox.run(&["artifacts", "export", stdout(&imported).trim(), "--format", "dspy"]);
+    let exported = sandbox.run(&[
+        "artifacts",
+        "export",
+        stdout(&imported).trim(),
+        "--format",
+        "dspy",
+    ]);
     let ours: Value = serde_json::from_str(&stdout(&exported)).unwrap();
-    let theirs: Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(ours["classify"]["demos"][1], theirs["classify"]["demos"][1]);
     assert_eq!(
         ours["classify"]["signature"]["instructions"],
