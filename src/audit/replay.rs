@@ -162,9 +162,13 @@ pub async fn replay(
         }
         _ => (0..groups.len()).collect(),
     };
+    // Submitted in prompt order, so that requests sharing a prefix (one candidate's examples)
+    // reach the engine together and reuse it; results are placed by index either way.
+    let mut order = chosen.clone();
+    order.sort_by(|&a, &b| groups[a].1[0].prompt.cmp(&groups[b].1[0].prompt));
     let permits = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
     let mut set = tokio::task::JoinSet::new();
-    for &index in &chosen {
+    for &index in &order {
         let first = groups[index].1[0].clone();
         let generator = generators
             .get(&first.model_sha256)
