@@ -4,7 +4,7 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Store, StoreError};
+use super::{json_column, Store, StoreError};
 
 /// A stored replay.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,7 +107,6 @@ impl Store {
                  FROM replays WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(|e| self.sql_error(e))?;
-        let json = |text: String| serde_json::from_str(&text).unwrap_or(Value::String(text));
         let rows = statement
             .query_map([run_id], |r| {
                 Ok(ReplayRow {
@@ -118,8 +117,8 @@ impl Store {
                     identical: r.get(4)?,
                     diverged: r.get(5)?,
                     skipped: r.get(6)?,
-                    fingerprint_differences: json(r.get(7)?),
-                    report: json(r.get(8)?),
+                    fingerprint_differences: json_column(r, 7)?,
+                    report: json_column(r, 8)?,
                     created_at: r.get(9)?,
                 })
             })
@@ -223,6 +222,9 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.sql_error(e))?;
         let mut run_id: Option<i64> = None;
         let mut optimization_ids = std::collections::BTreeMap::new();
+        // Each table's columns, read once: only these keys of a record are inserted.
+        let mut table_columns: std::collections::BTreeMap<&str, Vec<String>> =
+            std::collections::BTreeMap::new();
         for record in records {
             let Some(&(_, table)) = BUNDLE_TABLES.iter().find(|(k, _)| *k == record.kind) else {
                 return Err(StoreError::Corrupt(format!(
@@ -230,7 +232,7 @@ impl Store {
                     record.kind
                 )));
             };
-            let columns: Vec<String> = {
+            if !table_columns.contains_key(table) {
                 let mut statement = tx
                     .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
                     .map_err(|e| self.sql_error(e))?;
@@ -238,8 +240,9 @@ impl Store {
                     .query_map([], |r| r.get::<_, String>(0))
                     .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                     .map_err(|e| self.sql_error(e))?;
-                names
-            };
+                table_columns.insert(table, names);
+            }
+            let columns = &table_columns[table];
             let mut data = record.data.clone();
             let old_id = data.get("id").and_then(Value::as_i64);
             match record.kind.as_str() {

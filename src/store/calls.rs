@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{json_column, Store, StoreError};
 
 /// A call about to be recorded.
 #[derive(Debug, Clone)]
@@ -48,14 +48,13 @@ const CALL_COLUMNS: &str = "id, run_id, request_hash, model_sha256, engine_finge
      cached, error, created_at";
 
 fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
-    let request: String = row.get(5)?;
     Ok(CallRecord {
         id: row.get(0)?,
         run_id: row.get(1)?,
         request_hash: row.get(2)?,
         model_sha256: row.get(3)?,
         engine_fingerprint_id: row.get(4)?,
-        request: serde_json::from_str(&request).unwrap_or(serde_json::Value::String(request)),
+        request: json_column(row, 5)?,
         prompt: row.get(6)?,
         output: row.get(7)?,
         prompt_tokens: row.get(8)?,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{json_column, optional_json, Store, StoreError};
 
 /// One scored example, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,18 +54,16 @@ impl Store {
                  FROM eval_results WHERE run_id = ?1 AND split = ?2 ORDER BY example_index",
             )
             .map_err(|e| self.sql_error(e))?;
-        let json =
-            |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         let rows = statement
             .query_map(rusqlite::params![run_id, split], |row| {
                 Ok(EvalRecord {
                     split: row.get(0)?,
                     example_index: row.get(1)?,
                     source: row.get(2)?,
-                    inputs: json(row.get(3)?),
-                    gold: json(row.get(4)?),
-                    outputs: row.get::<_, Option<String>>(5)?.map(json),
-                    trace: json(row.get(6)?),
+                    inputs: json_column(row, 3)?,
+                    gold: json_column(row, 4)?,
+                    outputs: optional_json(row, 5)?,
+                    trace: json_column(row, 6)?,
                     score: row.get(7)?,
                     feedback: row.get(8)?,
                     error: row.get(9)?,

@@ -193,6 +193,28 @@ impl Store {
     }
 }
 
+/// Column `i`, JSON text, as a value; text that is not JSON is kept as a string.
+pub(crate) fn json_column(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(i)?;
+    Ok(parse_json(text))
+}
+
+/// Column `i`, nullable JSON text, as a value.
+pub(crate) fn optional_json(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<Option<serde_json::Value>> {
+    let text: Option<String> = row.get(i)?;
+    Ok(text.map(parse_json))
+}
+
+fn parse_json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
 impl HashMemo for Store {
     fn recall(&self, path: &Path, size: u64, mtime_ns: i128) -> Option<String> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());

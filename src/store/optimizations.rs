@@ -1,9 +1,9 @@
 //! Optimization loops, their candidates and their per-example results.
 
-use rusqlite::{OptionalExtension, Row};
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{json_column, optional_json, Store, StoreError};
 
 /// A stored optimization loop.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,16 +45,6 @@ pub struct ResultRow {
     pub feedback: Option<String>,
     pub error: Option<String>,
     pub tokens: i64,
-}
-
-fn json_column(row: &Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
-    let text: String = row.get(i)?;
-    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
-}
-
-fn optional_json(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<serde_json::Value>> {
-    let text: Option<String> = row.get(i)?;
-    Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))))
 }
 
 impl Store {

@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{json_column, Store, StoreError};
 use crate::engine::EngineFingerprint;
 
 /// Where a run stands.
@@ -70,21 +70,17 @@ const RUN_COLUMNS: &str = "id, uid, kind, config_json, seed, status, started_at,
      model_sha256, engine_fingerprint_json, engine_fingerprint_id, host, error";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
-    let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
-        let text: String = row.get(i)?;
-        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
-    };
     Ok(RunRecord {
         id: row.get(0)?,
         uid: row.get(1)?,
         kind: row.get(2)?,
-        config: json(3)?,
+        config: json_column(row, 3)?,
         seed: row.get(4)?,
         status: row.get(5)?,
         started_at: row.get(6)?,
         ended_at: row.get(7)?,
         model_sha256: row.get(8)?,
-        engine_fingerprint: json(9)?,
+        engine_fingerprint: json_column(row, 9)?,
         engine_fingerprint_id: row.get(10)?,
         host: row.get(11)?,
         error: row.get(12)?,
