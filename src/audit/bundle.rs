@@ -92,14 +92,26 @@ pub fn export(
     out: &mut dyn Write,
 ) -> Result<BundleSummary, BundleError> {
     let run = store.run(&run_id.to_string())?;
-    let records = store.run_records(run_id)?;
+    write(&run.uid, store.run_records(run_id)?, out)
+}
+
+/// The digest (last hash) of the bundle `records` of run `run_uid` make, without writing it.
+pub fn digest(run_uid: &str, records: Vec<BundleRecord>) -> Result<String, BundleError> {
+    Ok(write(run_uid, records, &mut std::io::sink())?.head)
+}
+
+fn write(
+    run_uid: &str,
+    records: Vec<BundleRecord>,
+    out: &mut dyn Write,
+) -> Result<BundleSummary, BundleError> {
     let mut writer = ChainWriter::new(out);
     writer.write(
         "header",
         serde_json::json!({
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
-            "run": run.uid,
+            "run": run_uid,
             "tuningfork": env!("CARGO_PKG_VERSION"),
         }),
     )?;
@@ -111,16 +123,11 @@ pub fn export(
     let records = writer.seq;
     writer.write("end", serde_json::json!({ "records": records + 1 }))?;
     Ok(BundleSummary {
-        run_uid: run.uid,
+        run_uid: run_uid.to_string(),
         records: writer.seq,
         head: writer.prev,
         counts,
     })
-}
-
-/// The digest a bundle of run `run_id` would have now (its `head`), without writing one.
-pub fn digest(store: &Store, run_id: i64) -> Result<String, BundleError> {
-    Ok(export(store, run_id, &mut std::io::sink())?.head)
 }
 
 struct ChainWriter<'a> {
@@ -326,7 +333,14 @@ mod tests {
         assert_eq!(summary.counts["call"], 3);
         assert_eq!(summary.records, 6);
         assert_eq!(records[0].kind, "run");
-        assert_eq!(summary.head, digest(&store, run).unwrap());
+        assert_eq!(
+            summary.head,
+            digest(
+                &store.run(&run.to_string()).unwrap().uid,
+                store.run_records(run).unwrap()
+            )
+            .unwrap()
+        );
 
         let other = Store::open_in_memory().unwrap();
         let (imported, _) = import(&other, &mut text.as_bytes(), "b").unwrap();

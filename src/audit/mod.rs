@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::engine::EngineError;
 use crate::generator::GenerateError;
 use crate::optimize::LoopOutcome;
-use crate::store::{ReplayRow, RunRecord, RunSummary, Store, StoreError};
+use crate::store::{ReplayRow, RunSummary, Store, StoreError};
 
 pub use bundle::{BundleError, BundleSummary};
 pub use replay::{Divergence, ReplayOptions, ReplayReport};
@@ -170,12 +170,9 @@ pub struct LoopAudit {
 /// and the digest its bundle would have.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
-    pub run: RunRecord,
-    pub calls: i64,
-    pub cache_hits: i64,
-    pub failed_calls: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
+    /// The run and its call counts.
+    #[serde(flatten)]
+    pub summary: RunSummary,
     pub models: Vec<serde_json::Value>,
     pub loops: Vec<LoopAudit>,
     pub replays: Vec<ReplayRow>,
@@ -187,21 +184,14 @@ pub struct AuditReport {
 
 /// Gathers the audit report of a run.
 pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
-    let run = store.run(&run_id.to_string())?;
-    let RunSummary {
-        run,
-        calls,
-        cache_hits,
-        failed_calls,
-        prompt_tokens,
-        completion_tokens,
-    } = store.summarize(run)?;
-    let models = store
-        .run_records(run_id)?
-        .into_iter()
+    let summary = store.summarize(store.run(&run_id.to_string())?)?;
+    // One read of the run's rows serves both the models and the digest.
+    let records = store.run_records(run_id)?;
+    let models = records
+        .iter()
         .filter(|r| r.kind == "model")
         .map(|r| {
-            let mut data = r.data;
+            let mut data = r.data.clone();
             // The pin is stored as JSON text; show it as JSON.
             if let Some(pin) = data.get("pin_json").and_then(|p| p.as_str()) {
                 let pin = serde_json::from_str(pin).unwrap_or(serde_json::Value::Null);
@@ -241,16 +231,11 @@ pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
         })
         .collect();
     Ok(AuditReport {
-        run,
-        calls,
-        cache_hits,
-        failed_calls,
-        prompt_tokens,
-        completion_tokens,
+        digest: bundle::digest(&summary.run.uid, records)?,
+        summary,
         models,
         loops,
         replays: store.replays(run_id)?,
-        digest: bundle::digest(store, run_id)?,
         imported_from: store.run_import(run_id)?.map(|(digest, source, at)| {
             serde_json::json!({ "bundle_digest": digest, "source": source, "imported_at": at })
         }),

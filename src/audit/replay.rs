@@ -129,18 +129,17 @@ fn first_difference<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// Recomputes the calls of `run` through `generators` (one per model sha256, with the cache
-/// off, recording under the replay's own run), compares each stored output, and stores the
-/// result. `on_done` is called after each recomputed request.
+/// Recomputes `calls`, the stored calls of `run`, through `generators` (one per model sha256,
+/// with the cache off, recording under the replay's own run) and compares each stored output.
+/// `on_done` is called after each recomputed request.
 pub async fn replay(
-    store: &Arc<Store>,
     run: &RunRecord,
+    calls: &[CallRecord],
     replay_run: &RunRecord,
     generators: &BTreeMap<String, Generator>,
     options: &ReplayOptions,
     on_done: &(dyn Fn() + Sync),
 ) -> Result<ReplayReport, AuditError> {
-    let calls = store.run_calls(run.id)?;
     let skipped = calls.iter().filter(|c| c.error.is_some()).count();
     // Distinct requests, each with every stored call that made it, in order of first call.
     let mut groups: Vec<(String, Vec<CallRecord>)> = Vec::new();
@@ -208,7 +207,7 @@ pub async fn replay(
     let mut report = ReplayReport {
         run: run.uid.clone(),
         replay_run: replay_run.uid.clone(),
-        models: models_of(&calls),
+        models: models_of(calls),
         fingerprint_differences: Vec::new(),
         calls: calls.len(),
         recomputed: chosen.len(),

@@ -79,8 +79,8 @@ pub fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<()> {
     );
     let on_done = || bar.inc(1);
     let result = runtime()?.block_on(replay::replay(
-        &store,
         &run,
+        &calls,
         &replay_run,
         &generators,
         &options,
@@ -224,7 +224,7 @@ pub fn audit_report(global: &GlobalArgs, id: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let r = &report.run;
+    let r = &report.summary.run;
     println!("AUDIT REPORT — run {} ({})", r.uid, r.kind);
     println!();
     println!(
@@ -309,11 +309,11 @@ pub fn audit_report(global: &GlobalArgs, id: &str, json: bool) -> Result<()> {
     println!();
     println!(
         "Calls        {} ({} from the cache, {} failed), {} prompt + {} generated tokens",
-        report.calls,
-        report.cache_hits,
-        report.failed_calls,
-        report.prompt_tokens,
-        report.completion_tokens
+        report.summary.calls,
+        report.summary.cache_hits,
+        report.summary.failed_calls,
+        report.summary.prompt_tokens,
+        report.summary.completion_tokens
     );
     println!();
     println!("Replays");

@@ -14,7 +14,7 @@ use tuningfork::optimize::run::LoopContext;
 use tuningfork::optimize::{
     run_loop, BootstrapSettings, Budget, LoopOutcome, LoopSpec, Observer, OptimizerConfig, Tracker,
 };
-use tuningfork::store::{NewRun, RunRecord, RunStatus, Store};
+use tuningfork::store::{NewRun, OptimizationRow, RunRecord, RunStatus, Store};
 use tuningfork::task::Task;
 
 use super::args::{EngineArgs, GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs};
@@ -154,16 +154,7 @@ pub fn resume(global: &GlobalArgs, args: ResumeArgs) -> Result<()> {
             .and_then(|s| serde_json::from_value::<LoopOutcome>(s).ok());
         match stored {
             Some(outcome) if finished => outcomes[position] = Some(Ok(outcome)),
-            _ => {
-                let spec: LoopSpec =
-                    serde_json::from_value(row.config.clone()).with_context(|| {
-                        format!(
-                            "loop {} of run {} cannot be read back",
-                            row.loop_index, run.uid
-                        )
-                    })?;
-                pending.push((position, row.id, spec));
-            }
+            _ => pending.push((position, row.id, stored_loop(&run, row)?)),
         }
     }
     if pending.is_empty() {
@@ -205,6 +196,16 @@ pub fn resume(global: &GlobalArgs, args: ResumeArgs) -> Result<()> {
     report(&store, &run, &outcomes, args.json)
 }
 
+/// A stored loop's spec, read back from its row.
+fn stored_loop(run: &RunRecord, row: &OptimizationRow) -> Result<LoopSpec> {
+    serde_json::from_value(row.config.clone()).with_context(|| {
+        format!(
+            "loop {} of run {} cannot be read back",
+            row.loop_index, run.uid
+        )
+    })
+}
+
 /// The engines for a stored run's loops, refusing a model whose pin no longer matches the
 /// sha256 the run used.
 fn stored_run_engines(
@@ -244,14 +245,7 @@ pub fn rerun(global: &GlobalArgs, args: RerunArgs) -> Result<()> {
     let rows = store.optimizations(original.id)?;
     let specs = rows
         .iter()
-        .map(|row| {
-            serde_json::from_value::<LoopSpec>(row.config.clone()).with_context(|| {
-                format!(
-                    "loop {} of run {} cannot be read back",
-                    row.loop_index, original.uid
-                )
-            })
-        })
+        .map(|row| stored_loop(&original, row))
         .collect::<Result<Vec<_>>>()?;
     if specs.is_empty() {
         bail!("run {} has no optimization loops", original.uid);

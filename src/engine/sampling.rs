@@ -247,6 +247,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn choosing_is_seeded_and_distinct() {
+        let a = Rng::new(3).choose(50, 8);
+        let b = Rng::new(3).choose(50, 8);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().collect::<std::collections::BTreeSet<_>>().len(), 8);
+        assert!(a.iter().all(|&i| i < 50));
+        assert_ne!(a, Rng::new(4).choose(50, 8));
+        assert_eq!(Rng::new(3).choose(3, 8).len(), 3);
+        let mut all = Rng::new(1).choose(20, 20);
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn det_exp_matches_libm_closely() {
         for i in 0..2000 {
             let x = -(i as f64) * 0.37;

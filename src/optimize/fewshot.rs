@@ -17,14 +17,9 @@ const TEACHER_CHUNK: usize = 16;
 /// The temperature of bootstrapping rounds after the first.
 const ROUND_TEMPERATURE: f32 = 0.7;
 
-/// `k` distinct indices below `n`, in a seeded random order.
-fn sample_indices(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
-    rng.choose(n, k)
-}
-
 /// `0..n` in a seeded random order.
 fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
-    sample_indices(rng, n, n)
+    rng.choose(n, n)
 }
 
 /// The demonstration a labeled example makes for `step`: the step's inputs and whichever of
@@ -76,7 +71,7 @@ fn with_labeled(program: &Program, examples: &[&Example]) -> Program {
 /// Labeled demonstrations from `k` training examples sampled with the rng of `purpose`.
 fn labeled_program(session: &Session, program: &Program, k: usize, purpose: &str) -> Program {
     let train = &session.train().0.examples;
-    let picked = sample_indices(&mut session.rng(purpose), train.len(), k);
+    let picked = session.rng(purpose).choose(train.len(), k);
     let examples: Vec<&Example> = picked.iter().map(|&i| &train[i]).collect();
     with_labeled(program, &examples)
 }
@@ -326,23 +321,4 @@ fn without_example(teacher: &Program, example: &Example) -> Program {
             .cloned()
             .collect()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampling_is_seeded_and_distinct() {
-        let a = sample_indices(&mut Rng::new(3), 50, 8);
-        let b = sample_indices(&mut Rng::new(3), 50, 8);
-        assert_eq!(a, b);
-        assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 8);
-        assert!(a.iter().all(|&i| i < 50));
-        assert_ne!(a, sample_indices(&mut Rng::new(4), 50, 8));
-        assert_eq!(sample_indices(&mut Rng::new(3), 3, 8).len(), 3);
-        let mut all = shuffled(&mut Rng::new(1), 20);
-        all.sort();
-        assert_eq!(all, (0..20).collect::<Vec<_>>());
-    }
 }

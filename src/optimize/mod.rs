@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 pub use budget::{Budget, Stop, Tracker};
 pub use fewshot::{BootstrapFewShot, LabeledFewShot, RandomSearch};
 pub use run::{run_loop, LoopOutcome, LoopSpec, SplitScores};
-pub use session::{program_hash, Batch, Candidate, Evaluator, Observer, Session, Silent};
+pub use session::{
+    program_hash, Batch, Candidate, Evaluator, EvaluatorParts, Observer, Session, Silent,
+};
 
 use crate::eval::EvalError;
 use crate::store::StoreError;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::budget::Tracker;
-use super::session::{Budgeting, Evaluator, Observer, Session};
+use super::session::{Budgeting, Evaluator, EvaluatorParts, Observer, Session};
 use super::{Batch, Candidate, OptimizeError, OptimizerConfig};
 use crate::artifact::{Artifact, ArtifactModel};
 use crate::dataset::{Example, Split, TestSet, TrainSet, ValSet};
@@ -142,18 +142,18 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
     spec.optimizer.validate().map_err(OptimizeError::Invalid)?;
     let task = spec.task()?;
     let (train, val, test) = spec.splits()?;
-    let evaluator = Evaluator::new(
-        Arc::clone(&context.store),
-        context.optimization_id,
-        context.generator.clone(),
-        context.judge.clone(),
-        task.metric.clone(),
-        task.generation.clone(),
-        task.example_inputs(),
-        spec.program.steps.len(),
-        Arc::clone(&context.tracker),
-        Arc::clone(&context.observer),
-    );
+    let evaluator = Evaluator::new(EvaluatorParts {
+        store: Arc::clone(&context.store),
+        optimization_id: context.optimization_id,
+        generator: context.generator.clone(),
+        judge: context.judge.clone(),
+        metric: task.metric.clone(),
+        settings: task.generation.clone(),
+        inputs: task.example_inputs(),
+        steps: spec.program.steps.len(),
+        tracker: Arc::clone(&context.tracker),
+        observer: Arc::clone(&context.observer),
+    });
     let optimizer = spec.optimizer.build();
     let session = Session::new(
         evaluator.clone(),

@@ -18,7 +18,7 @@ use crate::engine::sampling::Rng;
 use crate::eval::ExampleTask;
 use crate::generator::Generator;
 use crate::metrics::MetricSpec;
-use crate::program::{CallSettings, Program, StepTrace};
+use crate::program::{CallSettings, Program};
 use crate::store::{CandidateRow, ResultRow, Store};
 
 /// Told about progress; the command line draws bars from it.
@@ -45,20 +45,25 @@ pub fn program_hash(program: &Program) -> String {
 /// index; a result already stored is read back instead of recomputed.
 #[derive(Clone)]
 pub struct Evaluator {
-    inner: Arc<EvaluatorInner>,
+    inner: Arc<EvaluatorParts>,
 }
 
-struct EvaluatorInner {
-    store: Arc<Store>,
-    optimization_id: i64,
-    generator: Generator,
-    judge: Option<Generator>,
-    metric: MetricSpec,
-    settings: CallSettings,
-    inputs: Vec<String>,
-    steps: usize,
-    tracker: Arc<Tracker>,
-    observer: Arc<dyn Observer>,
+/// What an [`Evaluator`] is made of.
+pub struct EvaluatorParts {
+    pub store: Arc<Store>,
+    /// The loop whose results these are.
+    pub optimization_id: i64,
+    pub generator: Generator,
+    /// The generator of a judge metric's calls.
+    pub judge: Option<Generator>,
+    pub metric: MetricSpec,
+    pub settings: CallSettings,
+    /// The example fields the program reads.
+    pub inputs: Vec<String>,
+    /// Predictor calls per example (what one example costs against a calls budget).
+    pub steps: usize,
+    pub tracker: Arc<Tracker>,
+    pub observer: Arc<dyn Observer>,
 }
 
 /// One example to run: its index in its split, the example, and the program to run on it.
@@ -69,32 +74,9 @@ pub(crate) struct Job {
 }
 
 impl Evaluator {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<Store>,
-        optimization_id: i64,
-        generator: Generator,
-        judge: Option<Generator>,
-        metric: MetricSpec,
-        settings: CallSettings,
-        inputs: Vec<String>,
-        steps: usize,
-        tracker: Arc<Tracker>,
-        observer: Arc<dyn Observer>,
-    ) -> Self {
+    pub fn new(parts: EvaluatorParts) -> Self {
         Evaluator {
-            inner: Arc::new(EvaluatorInner {
-                store,
-                optimization_id,
-                generator,
-                judge,
-                metric,
-                settings,
-                inputs,
-                steps,
-                tracker,
-                observer,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
@@ -170,9 +152,10 @@ impl Evaluator {
                     settings: &settings,
                 };
                 let (result, trace) = task.run(index, &example).await?;
-                let tokens: u64 = serde_json::from_value::<Vec<StepTrace>>(trace.clone())
-                    .map(|steps| steps.iter().map(|s| s.tokens).sum())
-                    .unwrap_or(0);
+                // The trace is the JSON form of each step's `StepTrace`.
+                let tokens: u64 = trace.as_array().map_or(0, |steps| {
+                    steps.iter().filter_map(|s| s["tokens"].as_u64()).sum()
+                });
                 let row = ResultRow {
                     subject,
                     split: split.to_string(),
