@@ -50,6 +50,29 @@ pub enum ArtifactError {
         source_name: String,
         message: String,
     },
+    #[error("artifact {hash} was made for task `{made_for}`, not `{task}`")]
+    OtherTask {
+        hash: String,
+        made_for: String,
+        task: String,
+    },
+    #[error("artifact {hash} was made for model {made_for} ({made_for_sha}), but the task uses {model} ({model_sha}); results would not carry over")]
+    OtherModel {
+        hash: String,
+        made_for: String,
+        made_for_sha: String,
+        model: String,
+        model_sha: String,
+    },
+    #[error("artifact {hash} was made with adapter version {version}; this tuningfork renders prompts with version {ADAPTER_VERSION}")]
+    OtherAdapter { hash: String, version: u32 },
+    #[error("artifact {hash}: {message}")]
+    Program { hash: String, message: String },
+}
+
+/// The first 12 characters of a hash, for messages (the whole text when it is shorter).
+pub fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 impl Artifact {
@@ -115,7 +138,69 @@ impl Artifact {
                 )))
             }
         }
-        serde_json::from_value(value).map_err(|e| format_error(e.to_string()))
+        let artifact: Artifact =
+            serde_json::from_value(value).map_err(|e| format_error(e.to_string()))?;
+        artifact.validate().map_err(format_error)?;
+        Ok(artifact)
+    }
+
+    /// Checks what the types cannot: the model sha256 is 64 lowercase hex digits and the
+    /// adapter version is one this tuningfork knows.
+    pub fn validate(&self) -> Result<(), String> {
+        let sha = &self.model.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!(
+                "its model sha256 {sha:?} is not 64 lowercase hex digits; export the artifact again from the store that made it"
+            ));
+        }
+        if self.adapter_version == 0 || self.adapter_version > ADAPTER_VERSION {
+            return Err(format!(
+                "its adapter version {} is unknown; this tuningfork knows versions 1 to {ADAPTER_VERSION}",
+                self.adapter_version
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that this artifact (stored as `hash`) may run `task` on the model pinned as
+    /// `model` (name, sha256): the same task, the same model file, the current adapter, and a
+    /// program whose steps read only `example_inputs` and earlier outputs.
+    pub fn check_runs_on(
+        &self,
+        hash: &str,
+        task: &str,
+        model: (&str, &str),
+        example_inputs: &[String],
+    ) -> Result<(), ArtifactError> {
+        let hash = short(hash).to_string();
+        if self.task != task {
+            return Err(ArtifactError::OtherTask {
+                hash,
+                made_for: self.task.clone(),
+                task: task.to_string(),
+            });
+        }
+        if self.model.sha256 != model.1 {
+            return Err(ArtifactError::OtherModel {
+                hash,
+                made_for: self.model.name.clone(),
+                made_for_sha: short(&self.model.sha256).to_string(),
+                model: model.0.to_string(),
+                model_sha: short(model.1).to_string(),
+            });
+        }
+        if self.adapter_version != ADAPTER_VERSION {
+            return Err(ArtifactError::OtherAdapter {
+                hash,
+                version: self.adapter_version,
+            });
+        }
+        self.program
+            .validate(example_inputs)
+            .map_err(|e| ArtifactError::Program {
+                hash,
+                message: e.to_string(),
+            })
     }
 
     /// What differs between two artifacts, one line each.
@@ -193,10 +278,6 @@ impl Artifact {
         }
         lines
     }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 fn demo_line(demo: &crate::program::Demo) -> String {
@@ -288,5 +369,64 @@ mod tests {
         let err = Artifact::from_json(&value.to_string(), "y.json").unwrap_err();
         assert!(err.to_string().contains("version"), "{err}");
         assert!(Artifact::from_json("not json", "z.json").is_err());
+    }
+
+    #[test]
+    fn a_hand_edited_model_sha_or_adapter_is_refused_by_name() {
+        let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut value: serde_json::Value = serde_json::from_str(&artifact().to_json()).unwrap();
+            change(&mut value);
+            Artifact::from_json(&value.to_string(), "edited.json")
+                .unwrap_err()
+                .to_string()
+        };
+        let short = edit(&|v| v["model"]["sha256"] = json!("b179c95"));
+        assert!(
+            short.contains("edited.json") && short.contains("64 lowercase hex"),
+            "{short}"
+        );
+        let not_hex = edit(&|v| v["model"]["sha256"] = json!("é".repeat(32)));
+        assert!(not_hex.contains("64 lowercase hex"), "{not_hex}");
+        let adapter = edit(&|v| v["adapter_version"] = json!(ADAPTER_VERSION + 1));
+        assert!(adapter.contains("adapter version"), "{adapter}");
+    }
+
+    #[test]
+    fn an_artifact_runs_only_on_its_task_model_and_adapter() {
+        let a = artifact();
+        let sha = a.model.sha256.clone();
+        let inputs = vec!["review".to_string()];
+        assert!(a
+            .check_runs_on(
+                "0123456789abcdef",
+                "sentiment",
+                ("smollm2-135m", &sha),
+                &inputs
+            )
+            .is_ok());
+        let task = a
+            .check_runs_on(
+                "0123456789abcdef",
+                "topics",
+                ("smollm2-135m", &sha),
+                &inputs,
+            )
+            .unwrap_err();
+        assert!(matches!(task, ArtifactError::OtherTask { .. }), "{task}");
+        assert!(task.to_string().contains("0123456789ab "), "{task}");
+        let model = a
+            .check_runs_on("abc", "sentiment", ("gemma", "short"), &inputs)
+            .unwrap_err();
+        assert!(model.to_string().contains("gemma (short)"), "{model}");
+        let mut old = a.clone();
+        old.adapter_version = 0;
+        assert!(matches!(
+            old.check_runs_on("abc", "sentiment", ("smollm2-135m", &sha), &inputs),
+            Err(ArtifactError::OtherAdapter { .. })
+        ));
+        let fields = a
+            .check_runs_on("abc", "sentiment", ("smollm2-135m", &sha), &["text".into()])
+            .unwrap_err();
+        assert!(fields.to_string().contains("reads `review`"), "{fields}");
     }
 }

@@ -101,6 +101,39 @@ pub async fn run(
     })
 }
 
+/// Each repetition's figures, then the medians.
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:>4} {:>14} {:>14} {:>12} {:>12}",
+            "rep", "prompt tokens", "gen tokens", "prefill ms", "decode ms"
+        )?;
+        for (i, s) in self.samples.iter().enumerate() {
+            writeln!(
+                f,
+                "{:>4} {:>14} {:>14} {:>12.1} {:>12.1}",
+                i + 1,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.prefill_ms,
+                s.decode_ms
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "prefill    {:.1} tokens/s (median)",
+            self.prefill_tokens_per_s
+        )?;
+        write!(
+            f,
+            "decode     {:.1} tokens/s (median)",
+            self.decode_tokens_per_s
+        )
+    }
+}
+
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -224,6 +257,27 @@ impl ModeReport {
     /// Prompt and generated tokens handled per second of wall time.
     pub fn tokens_per_s(&self) -> f64 {
         (self.prompt_tokens + self.completion_tokens) as f64 / self.wall_s.max(1e-9)
+    }
+
+    /// The modes side by side, with each one's speed-up over the first.
+    pub fn table(reports: &[ModeReport]) -> String {
+        let baseline = reports.first().map_or(1.0, |r| r.wall_s);
+        let mut out = format!(
+            "{:<30} {:>9} {:>12} {:>12} {:>10} {:>8}\n",
+            "mode", "wall s", "prompt tok", "gen tok", "tok/s", "speedup"
+        );
+        for r in reports {
+            out.push_str(&format!(
+                "{:<30} {:>9.2} {:>12} {:>12} {:>10.0} {:>7.1}x\n",
+                r.mode,
+                r.wall_s,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.tokens_per_s(),
+                baseline / r.wall_s.max(1e-9)
+            ));
+        }
+        out
     }
 }
 

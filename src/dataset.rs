@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::engine::sampling::Rng;
 use crate::program::Values;
+use crate::random::Rng;
 
 /// Where the data comes from and how it maps onto the program's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,16 +1,22 @@
-//! Evaluation: a program over a split, concurrently through the scheduler, every example
-//! scored and stored as soon as it finishes.
+//! Evaluation: programs over examples, concurrently through the scheduler, every example scored
+//! as soon as it finishes.
 //!
-//! Results are placed by example index, never by completion order, so an evaluation run twice
-//! gives identical per-example results and the same mean.
+//! [`run_jobs`] is the one runner: `eval` uses it through [`evaluate`] (a program on a split,
+//! each result stored in `eval_results`), and the optimizers' `Evaluator` uses it for
+//! candidates, teachers and the held-out split (each result stored in `candidate_results`).
+//! Results are placed by job, never by completion order, so an evaluation run twice gives
+//! identical per-example results and the same mean.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::dataset::{Example, Split};
-use crate::generator::{GenerateError, Generator};
-use crate::metrics::MetricSpec;
-use crate::program::{CallSettings, Program, ProgramError, Values};
-use crate::store::{EvalRecord, StoreError};
+use crate::lm::{Lm, LmError};
+use crate::metrics::{Judges, MetricSpec};
+use crate::program::{CallSettings, Program, ProgramError, Trace, Values};
+use crate::store::{EvalRecord, Store, StoreError};
 
 /// One example's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,6 +30,9 @@ pub struct ExampleResult {
     pub feedback: Option<String>,
     /// Why the example failed (an unparsable reply, with its raw text).
     pub error: Option<String>,
+    /// Every step that ran.
+    #[serde(skip)]
+    pub trace: Trace,
 }
 
 /// A split's evaluation.
@@ -39,7 +48,7 @@ pub struct EvalReport {
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
-    Generate(#[from] GenerateError),
+    Lm(#[from] LmError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("step `{step}` needs `{field}`: {message}")]
@@ -50,177 +59,236 @@ pub enum EvalError {
     },
 }
 
-/// What to evaluate.
-#[derive(Debug, Clone, Copy)]
-pub struct Evaluation<'a> {
-    pub program: &'a Program,
-    pub split: &'a Split,
+/// What every example of an evaluation shares: the model, the judges, the metric, the
+/// settings, and which example fields the program reads.
+#[derive(Clone)]
+pub struct ExampleContext {
+    pub lm: Arc<dyn Lm>,
+    pub judges: Judges,
+    pub metric: MetricSpec,
+    pub settings: CallSettings,
     /// The example fields the program reads.
-    pub inputs: &'a [String],
-    pub metric: &'a MetricSpec,
-    pub settings: &'a CallSettings,
+    pub inputs: Vec<String>,
 }
 
-/// Evaluates the program on every example of the split, storing each result under the
-/// generator's run, in the generator's store. `judge` runs a judge metric's calls (it may be
-/// the same generator). `on_done` is called after each example (a progress bar).
-pub async fn evaluate(
-    evaluation: &Evaluation<'_>,
-    generator: &Generator,
-    judge: Option<&Generator>,
-    on_done: &(dyn Fn(&ExampleResult) + Sync),
-) -> Result<EvalReport, EvalError> {
-    let split = evaluation.split;
+/// One example to run: its index in its split, the example, and the program to run on it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub index: usize,
+    pub example: Example,
+    pub program: Program,
+}
+
+impl Job {
+    /// One job per example of `split`, all running `program`.
+    pub fn for_split(program: &Program, split: &Split) -> Vec<Job> {
+        split
+            .examples
+            .iter()
+            .enumerate()
+            .map(|(index, example)| Job {
+                index,
+                example: example.clone(),
+                program: program.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Why [`run_jobs`] stopped early.
+#[derive(Debug)]
+pub enum RunStop<E> {
+    /// An example could not be run (the model or the store failed).
+    Eval(EvalError),
+    /// `finished` refused to go on (a budget ran out).
+    Refused(E),
+    /// The deadline passed; the work in flight was cancelled.
+    Deadline,
+}
+
+/// Runs `jobs` concurrently with `settings` and returns their results in the order of `jobs`.
+/// `finished` sees each result as it ends (in completion order: it stores and counts it) and
+/// may stop the rest by returning an error; so does reaching `deadline`. Work still in flight
+/// when the run stops is cancelled.
+pub async fn run_jobs<E>(
+    context: &ExampleContext,
+    settings: &CallSettings,
+    jobs: Vec<Job>,
+    deadline: Option<Instant>,
+    mut finished: impl FnMut(&ExampleResult) -> Result<(), E>,
+) -> Result<Vec<ExampleResult>, RunStop<E>> {
     let mut set = tokio::task::JoinSet::new();
-    for (index, example) in split.examples.iter().enumerate() {
-        let program = evaluation.program.clone();
-        let generator = generator.clone();
-        let judge = judge.cloned();
-        let example = example.clone();
-        let inputs = evaluation.inputs.to_vec();
-        let settings = evaluation.settings.clone();
-        let metric = evaluation.metric.clone();
+    let count = jobs.len();
+    for (position, job) in jobs.into_iter().enumerate() {
+        let context = context.clone();
+        let settings = settings.clone();
         set.spawn(async move {
-            let task = ExampleTask {
-                program: &program,
-                generator: &generator,
-                judge: judge.as_ref(),
-                inputs: &inputs,
-                metric: &metric,
-                settings: &settings,
-            };
-            let result = task.run(index, &example).await;
-            (index, example, result)
+            let result = run_example(&context, &settings, &job).await;
+            (position, result)
         });
     }
-    let mut results: Vec<Option<ExampleResult>> = vec![None; split.examples.len()];
-    while let Some(joined) = set.join_next().await {
-        let (index, example, result) = joined.expect("evaluation tasks do not panic");
-        let (result, trace) = result?;
-        generator.store().record_eval(
-            generator.run_id(),
-            &EvalRecord {
-                split: split.name.to_string(),
-                example_index: index as i64,
-                source: result.source.clone(),
-                inputs: serde_json::to_value(&result.inputs).expect("values serialize"),
-                gold: serde_json::to_value(&example.values).expect("values serialize"),
-                outputs: result
-                    .outputs
-                    .as_ref()
-                    .map(|o| serde_json::to_value(o).expect("values serialize")),
-                trace,
-                score: result.score,
-                feedback: result.feedback.clone(),
-                error: result.error.clone(),
+    let mut results: Vec<Option<ExampleResult>> = vec![None; count];
+    while !set.is_empty() {
+        let joined = match deadline {
+            Some(deadline) => tokio::select! {
+                joined = set.join_next() => joined,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    set.abort_all();
+                    return Err(RunStop::Deadline);
+                }
             },
-        )?;
-        on_done(&result);
-        results[index] = Some(result);
+            None => set.join_next().await,
+        };
+        let Some(joined) = joined else { break };
+        let (position, result) = joined.expect("example tasks do not panic");
+        let result = result.map_err(RunStop::Eval)?;
+        if let Err(e) = finished(&result) {
+            set.abort_all();
+            return Err(RunStop::Refused(e));
+        }
+        results[position] = Some(result);
     }
-    let results: Vec<ExampleResult> = results
+    Ok(results
         .into_iter()
-        .map(|r| r.expect("every example ran"))
+        .map(|r| r.expect("every job has a result"))
+        .collect())
+}
+
+/// Runs a job's program on its example and scores it.
+pub async fn run_example(
+    context: &ExampleContext,
+    settings: &CallSettings,
+    job: &Job,
+) -> Result<ExampleResult, EvalError> {
+    let example = &job.example;
+    let example_inputs: Values = example
+        .values
+        .iter()
+        .filter(|(k, _)| context.inputs.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mean = if results.is_empty() {
+    let base = ExampleResult {
+        index: job.index,
+        source: example.source.clone(),
+        inputs: example_inputs.clone(),
+        outputs: None,
+        score: 0.0,
+        feedback: None,
+        error: None,
+        trace: Trace::default(),
+    };
+    match job
+        .program
+        .forward(context.lm.as_ref(), &example_inputs, settings)
+        .await
+    {
+        Ok(prediction) => {
+            // A metric that fails on one example (a command that times out, a judge reply
+            // that cannot be read) fails that example, not the evaluation.
+            let scored = context
+                .metric
+                .score(&example.values, &prediction.outputs, &context.judges)
+                .await;
+            Ok(match scored {
+                Ok(score) => ExampleResult {
+                    outputs: Some(prediction.outputs),
+                    score: score.score,
+                    feedback: score.feedback,
+                    trace: prediction.trace,
+                    ..base
+                },
+                Err(e) => ExampleResult {
+                    outputs: Some(prediction.outputs),
+                    error: Some(e.to_string()),
+                    trace: prediction.trace,
+                    ..base
+                },
+            })
+        }
+        Err(ProgramError::Unparsable {
+            step,
+            raw,
+            error,
+            trace,
+        }) => Ok(ExampleResult {
+            error: Some(format!("step `{step}`: {error}; reply {raw:?}")),
+            feedback: Some(format!(
+                "the reply of step `{step}` could not be used: {error}"
+            )),
+            trace,
+            ..base
+        }),
+        Err(ProgramError::MissingInput { step, field }) => Err(EvalError::Program {
+            step,
+            field,
+            message: "the example does not provide it".into(),
+        }),
+        Err(ProgramError::Lm(e)) => Err(e.into()),
+    }
+}
+
+/// The mean score of `results` (0 when there are none).
+pub fn mean_score(scores: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = scores
+        .into_iter()
+        .fold((0.0, 0usize), |(sum, n), s| (sum + s, n + 1));
+    if n == 0 {
         0.0
     } else {
-        results.iter().map(|r| r.score).sum::<f64>() / results.len() as f64
-    };
+        sum / n as f64
+    }
+}
+
+/// Evaluates `program` on every example of `split`, storing each result under `run_id` in
+/// `store` as soon as it is scored. `on_done` is called after each example (a progress bar).
+pub async fn evaluate(
+    context: &ExampleContext,
+    program: &Program,
+    split: &Split,
+    store: &Store,
+    run_id: i64,
+    on_done: &(dyn Fn(&ExampleResult) + Sync),
+) -> Result<EvalReport, EvalError> {
+    let results = run_jobs(
+        context,
+        &context.settings,
+        Job::for_split(program, split),
+        None,
+        |result| {
+            let example = &split.examples[result.index];
+            store.record_eval(
+                run_id,
+                &EvalRecord {
+                    split: split.name.to_string(),
+                    example_index: result.index as i64,
+                    source: result.source.clone(),
+                    inputs: serde_json::to_value(&result.inputs).expect("values serialize"),
+                    gold: serde_json::to_value(&example.values).expect("values serialize"),
+                    outputs: result
+                        .outputs
+                        .as_ref()
+                        .map(|o| serde_json::to_value(o).expect("values serialize")),
+                    trace: result.trace.clone(),
+                    score: result.score,
+                    feedback: result.feedback.clone(),
+                    error: result.error.clone(),
+                },
+            )?;
+            on_done(result);
+            Ok::<_, StoreError>(())
+        },
+    )
+    .await
+    .map_err(|stop| match stop {
+        RunStop::Eval(e) => e,
+        RunStop::Refused(e) => e.into(),
+        RunStop::Deadline => unreachable!("an evaluation has no deadline"),
+    })?;
     Ok(EvalReport {
         split: split.name,
         split_hash: split.hash.clone(),
-        mean,
+        mean: mean_score(results.iter().map(|r| r.score)),
         failed: results.iter().filter(|r| r.error.is_some()).count(),
         results,
     })
-}
-
-/// Everything one example's run needs.
-pub struct ExampleTask<'a> {
-    pub program: &'a Program,
-    pub generator: &'a Generator,
-    pub judge: Option<&'a Generator>,
-    /// The example fields the program reads.
-    pub inputs: &'a [String],
-    pub metric: &'a MetricSpec,
-    pub settings: &'a CallSettings,
-}
-
-impl ExampleTask<'_> {
-    /// Runs the program on one example and scores it; also returns the trace as JSON (every
-    /// step, the failing one last when a reply could not be used).
-    pub async fn run(
-        &self,
-        index: usize,
-        example: &Example,
-    ) -> Result<(ExampleResult, serde_json::Value), EvalError> {
-        let (program, generator, inputs, metric, settings) = (
-            self.program,
-            self.generator,
-            self.inputs,
-            self.metric,
-            self.settings,
-        );
-        let example_inputs: Values = example
-            .values
-            .iter()
-            .filter(|(k, _)| inputs.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let base = ExampleResult {
-            index,
-            source: example.source.clone(),
-            inputs: example_inputs.clone(),
-            outputs: None,
-            score: 0.0,
-            feedback: None,
-            error: None,
-        };
-        match program.forward(generator, &example_inputs, settings).await {
-            Ok(prediction) => {
-                let trace = serde_json::to_value(&prediction.trace).expect("traces serialize");
-                // A metric that fails on one example (a command that times out, a judge reply
-                // that cannot be read) fails that example, not the evaluation.
-                let result = match metric
-                    .score(&example.values, &prediction.outputs, self.judge)
-                    .await
-                {
-                    Ok(score) => ExampleResult {
-                        outputs: Some(prediction.outputs),
-                        score: score.score,
-                        feedback: score.feedback,
-                        ..base
-                    },
-                    Err(e) => ExampleResult {
-                        outputs: Some(prediction.outputs),
-                        error: Some(e.to_string()),
-                        ..base
-                    },
-                };
-                Ok((result, trace))
-            }
-            Err(ProgramError::Unparsable {
-                step,
-                raw,
-                error,
-                trace,
-            }) => Ok((
-                ExampleResult {
-                    error: Some(format!("step `{step}`: {error}; reply {raw:?}")),
-                    feedback: Some(format!(
-                        "the reply of step `{step}` could not be used: {error}"
-                    )),
-                    ..base
-                },
-                serde_json::to_value(&trace).expect("traces serialize"),
-            )),
-            Err(ProgramError::MissingInput { step, field }) => Err(EvalError::Program {
-                step,
-                field,
-                message: "the example does not provide it".into(),
-            }),
-            Err(ProgramError::Generate(e)) => Err(e.into()),
-        }
-    }
 }

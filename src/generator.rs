@@ -14,6 +14,8 @@ use crate::engine::{
     Completion, Engine, EngineConfig, EngineError, GenerationRequest, PreparedRequest, StopReason,
     Timings,
 };
+pub use crate::lm::{Generated, Lm};
+use crate::lm::{LmError, LmFuture};
 use crate::models::{gguf_info, ModelError, Registry};
 use crate::store::{NewCall, Store, StoreError};
 
@@ -30,14 +32,13 @@ pub enum GenerateError {
     Model(#[from] ModelError),
 }
 
-/// A completion and how it was obtained.
-#[derive(Debug, Clone)]
-pub struct Generated {
-    pub completion: Completion,
-    /// Served from the exact cache, without inference.
-    pub cached: bool,
-    pub call_id: i64,
-    pub request_hash: String,
+impl From<GenerateError> for LmError {
+    fn from(e: GenerateError) -> Self {
+        match e {
+            GenerateError::Engine(EngineError::Cancelled) => LmError::Cancelled,
+            e => LmError::Failed(Box::new(e)),
+        }
+    }
 }
 
 /// The cache key of a prepared request: everything that determines its output.
@@ -218,5 +219,15 @@ impl Generator {
                 Err(e.into())
             }
         }
+    }
+}
+
+impl Lm for Generator {
+    fn generate(&self, request: GenerationRequest) -> LmFuture<'_> {
+        Box::pin(async move {
+            Generator::generate(self, request)
+                .await
+                .map_err(LmError::from)
+        })
     }
 }

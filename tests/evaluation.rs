@@ -7,9 +7,12 @@ use std::process::Command;
 
 use common::*;
 use serde_json::json;
+use std::sync::Arc;
 use tuningfork::dataset::{self, Split};
-use tuningfork::eval::{self, EvalReport};
+use tuningfork::eval::{self, EvalReport, ExampleContext};
 use tuningfork::generator::Generator;
+use tuningfork::lm::Lm;
+use tuningfork::metrics::Judges;
 use tuningfork::program::{PredictorKind, Values};
 use tuningfork::task::Task;
 
@@ -22,18 +25,20 @@ fn example(name: &str) -> PathBuf {
 
 /// Evaluates `task`'s program on `split` through `generator` (also the judge).
 fn evaluate_on(task: &Task, split: &Split, generator: &Generator) -> EvalReport {
-    let inputs = task.example_inputs();
-    let evaluation = eval::Evaluation {
-        program: &task.program,
-        split,
-        inputs: &inputs,
-        metric: &task.metric,
-        settings: &task.generation,
+    let lm: Arc<dyn Lm> = Arc::new(generator.clone());
+    let context = ExampleContext {
+        lm: Arc::clone(&lm),
+        judges: Judges::new(&task.task.model).with(task.task.model.clone(), lm),
+        metric: task.metric.clone(),
+        settings: task.generation.clone(),
+        inputs: task.example_inputs(),
     };
     block_on(eval::evaluate(
-        &evaluation,
-        generator,
-        Some(generator),
+        &context,
+        &task.program,
+        split,
+        generator.store(),
+        generator.run_id(),
         &|_| {},
     ))
     .unwrap()
@@ -109,7 +114,7 @@ fn chain_of_thought_produces_reasoning_then_the_answer() {
     assert!(!reasoning.is_empty());
     let label = prediction.outputs["sentiment"].as_str().unwrap();
     assert!(["positive", "negative", "neutral"].contains(&label));
-    assert!(prediction.trace[0].raw.starts_with("reasoning: "));
+    assert!(prediction.trace.steps[0].raw.starts_with("reasoning: "));
 }
 
 #[test]
@@ -149,10 +154,10 @@ max_tokens = 32
     )]
     .into();
     let prediction = block_on(task.program.forward(&generator, &inputs, &task.generation)).unwrap();
-    assert_eq!(prediction.trace.len(), 2);
+    assert_eq!(prediction.trace.steps.len(), 2);
     let city = prediction.outputs["city"].clone();
     assert_eq!(
-        prediction.trace[1].inputs["city"], city,
+        prediction.trace.steps[1].inputs["city"], city,
         "step 2 must read step 1's output"
     );
     assert!(prediction.outputs["in_europe"].is_boolean());
@@ -335,7 +340,11 @@ fn a_killed_evaluation_keeps_every_result_it_stored() {
 
     let store = tuningfork::store::Store::open(&store_path).unwrap();
     let run = store.run("1").unwrap();
-    assert_eq!(run.status, "running", "a killed run is left as it was");
+    assert_eq!(
+        run.status,
+        tuningfork::store::RunStatus::Running,
+        "a killed run is left as it was"
+    );
     let results = store.eval_results(1, "train").unwrap();
     assert!(results.len() as i64 >= stored);
     for result in &results {

@@ -144,7 +144,7 @@ fn the_store_reopens_with_everything_in_it() {
     };
     let store = Store::open(&path).unwrap();
     let run = store.run(&run_id.to_string()).unwrap();
-    assert_eq!(run.status, "completed");
+    assert_eq!(run.status, tuningfork::store::RunStatus::Completed);
     assert!(run.ended_at.is_some());
     assert_eq!(run.engine_fingerprint["backend"], "cpu");
     assert_eq!(store.run(&run.uid).unwrap().id, run_id);

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::engine::EngineError;
 use crate::generator::GenerateError;
 use crate::optimize::LoopOutcome;
-use crate::store::{ReplayRow, RunSummary, Store, StoreError};
+use crate::store::{LoopStatus, ReplayRow, RunSummary, Store, StoreError};
 
 pub use bundle::{BundleError, BundleSummary};
 pub use replay::{Divergence, ReplayOptions, ReplayReport};
@@ -147,8 +147,8 @@ pub fn compare_runs(store: &Store, original: i64, rerun: i64) -> Result<Vec<Stri
 /// `teacher:…` subjects and program hashes, shortened for messages.
 fn short(subject: &str) -> String {
     match subject.strip_prefix("teacher:") {
-        Some(rest) => format!("teacher {}", &rest[..rest.len().min(12)]),
-        None => format!("program {}", &subject[..subject.len().min(12)]),
+        Some(rest) => format!("teacher {}", crate::artifact::short(rest)),
+        None => format!("program {}", crate::artifact::short(subject)),
     }
 }
 
@@ -161,7 +161,7 @@ pub struct LoopAudit {
     pub optimizer: serde_json::Value,
     pub seed: serde_json::Value,
     pub splits: serde_json::Value,
-    pub status: String,
+    pub status: LoopStatus,
     pub stop_reason: Option<String>,
     pub outcome: Option<serde_json::Value>,
 }
@@ -224,7 +224,7 @@ pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
                     "val": split("val"),
                     "test": split("test"),
                 }),
-                status: o.status.clone(),
+                status: o.status,
                 stop_reason: o.stop_reason.clone(),
                 outcome: o.summary.clone(),
             }
@@ -240,4 +240,132 @@ pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
             serde_json::json!({ "bundle_digest": digest, "source": source, "imported_at": at })
         }),
     })
+}
+
+/// The report as an auditor reads it.
+impl std::fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.summary.run;
+        writeln!(f, "AUDIT REPORT — run {} ({})", r.uid, r.kind)?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "status       {}{}",
+            r.status,
+            r.error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" ({e})"))
+        )?;
+        writeln!(f, "started      {}", r.started_at)?;
+        writeln!(f, "ended        {}", r.ended_at.as_deref().unwrap_or("-"))?;
+        writeln!(f, "host         {}", r.host)?;
+        writeln!(
+            f,
+            "seed         {}",
+            r.seed.map_or("-".to_string(), |s| s.to_string())
+        )?;
+        writeln!(
+            f,
+            "digest       {} (the head of its bundle's hash chain)",
+            self.digest
+        )?;
+        writeln!(f)?;
+        writeln!(f, "Environment")?;
+        if let Some(fp) = r.engine_fingerprint.as_object() {
+            for (k, v) in fp {
+                writeln!(
+                    f,
+                    "  {k:<16} {}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                )?;
+            }
+        }
+        writeln!(f, "  {:<16} {}", "fingerprint id", r.engine_fingerprint_id)?;
+        writeln!(f)?;
+        writeln!(f, "Models")?;
+        for m in &self.models {
+            writeln!(
+                f,
+                "  {} {} ({} bytes) sha256 {}",
+                m["name"].as_str().unwrap_or("?"),
+                m["file"].as_str().unwrap_or("?"),
+                m["size"],
+                m["sha256"].as_str().unwrap_or("?")
+            )?;
+            if let Some(source) = m["pin"].get("source") {
+                writeln!(f, "    source {source}")?;
+            }
+        }
+        writeln!(f)?;
+        writeln!(f, "Inputs and outcome")?;
+        if self.loops.is_empty() {
+            writeln!(f, "  config {}", r.config)?;
+        }
+        for l in &self.loops {
+            writeln!(
+                f,
+                "  loop {}: task {} ({}), optimizer {}, seed {}",
+                l.loop_index, l.task, l.task_file, l.optimizer, l.seed
+            )?;
+            for split in ["train", "val", "test"] {
+                writeln!(
+                    f,
+                    "    {split:<5} {} rows, sha256 {}",
+                    l.splits[split]["rows"],
+                    l.splits[split]["hash"].as_str().unwrap_or("?")
+                )?;
+            }
+            match &l.outcome {
+                Some(o) if o.get("artifact_hash").is_some() => writeln!(
+                    f,
+                    "    {}: baseline val {} test {}; optimized val {} test {}; artifact {}",
+                    l.status,
+                    o["baseline"]["val"],
+                    o["baseline"]["test"],
+                    o["optimized"]["val"],
+                    o["optimized"]["test"],
+                    o["artifact_hash"].as_str().unwrap_or("?")
+                ),
+                _ => writeln!(
+                    f,
+                    "    {}{}",
+                    l.status,
+                    l.stop_reason
+                        .as_deref()
+                        .map_or(String::new(), |s| format!(": {s}"))
+                ),
+            }?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Calls        {} ({} from the cache, {} failed), {} prompt + {} generated tokens",
+            self.summary.calls,
+            self.summary.cache_hits,
+            self.summary.failed_calls,
+            self.summary.prompt_tokens,
+            self.summary.completion_tokens
+        )?;
+        writeln!(f)?;
+        writeln!(f, "Replays")?;
+        if self.replays.is_empty() {
+            writeln!(f, "  none yet: run `tuningfork replay {}`", r.uid)?;
+        }
+        for replay in &self.replays {
+            writeln!(
+                f,
+                "  {}: {} calls checked, {} identical, {} diverged, {} skipped{}",
+                replay.created_at,
+                replay.checked,
+                replay.identical,
+                replay.diverged,
+                replay.skipped,
+                match replay.fingerprint_differences.as_array() {
+                    Some(d) if !d.is_empty() => format!("; engine differed in {} fields", d.len()),
+                    _ => "; same engine".to_string(),
+                }
+            )?;
+        }
+        Ok(())
+    }
 }

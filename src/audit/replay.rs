@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::AuditError;
-use crate::engine::sampling::Rng;
-use crate::engine::{Engine, EngineConfig, EngineFingerprint, GenerationRequest};
-use crate::generator::{load_engine, Generator};
+use crate::engine::{EngineFingerprint, GenerationRequest};
+use crate::generator::Generator;
 use crate::models::Registry;
+use crate::random::Rng;
 use crate::store::{CallRecord, RunRecord, Store};
 
 /// What to replay and how.
@@ -80,38 +80,76 @@ pub fn fingerprint_differences(stored: &serde_json::Value, now: &EngineFingerpri
         .collect()
 }
 
-/// Loads one engine per model sha256 the run's calls used, after checking each model file
-/// against that sha256 (re-hashed, whatever the store remembers). A model that is no longer
-/// pinned, or whose file does not match, is refused.
-pub fn load_engines(
-    registry: &Registry,
-    store: &Store,
-    shas: &[String],
-    config: &EngineConfig,
-) -> Result<BTreeMap<String, Arc<Engine>>, AuditError> {
-    let mut engines = BTreeMap::new();
-    for sha in shas {
-        let Some(pin) = registry.models().iter().find(|p| &p.sha256 == sha) else {
-            let pinned = registry
-                .models()
+/// What a replay found: counts, the engine's differences, each divergence.
+impl std::fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "replay of run {} ({} calls, model {}):",
+            self.run,
+            self.calls,
+            self.models
                 .iter()
-                .map(|p| format!("{} = {}", p.name, p.sha256))
+                .map(|m| crate::artifact::short(m))
                 .collect::<Vec<_>>()
-                .join(", ");
-            return Err(AuditError::ModelNotPinned {
-                sha256: sha.clone(),
-                registry: registry.path().display().to_string(),
-                pinned: if pinned.is_empty() {
-                    "none".to_string()
+                .join(", ")
+        )?;
+        writeln!(
+    f,
+            "  {} calls checked ({} distinct requests recomputed): {} identical, {} diverged; {} failed calls skipped",
+            self.checked, self.recomputed, self.identical, self.diverged, self.skipped
+        )?;
+        if self.fingerprint_differences.is_empty() {
+            writeln!(f, "  engine fingerprint: the same as the run's")?;
+        } else {
+            writeln!(f, "  engine fingerprint differs:")?;
+            for d in &self.fingerprint_differences {
+                writeln!(f, "    {d}")?;
+            }
+        }
+        for d in &self.divergences {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "  call {} ({}): differs from token {} (character {}){}",
+                d.call_id,
+                crate::artifact::short(&d.request_hash),
+                d.token_position,
+                d.char_position,
+                if d.prompt_changed {
+                    "; the prompt renders differently now"
                 } else {
-                    pinned
-                },
-            });
-        };
-        let engine = load_engine(registry, store, &pin.name, true, config.clone())?;
-        engines.insert(sha.clone(), Arc::new(engine));
+                    ""
+                }
+            )?;
+            writeln!(f, "    stored:   {:?}", d.stored)?;
+            writeln!(f, "    replayed: {:?}", d.replayed)?;
+        }
+        write!(f, "  recorded as replay run {}", self.replay_run)
     }
-    Ok(engines)
+}
+
+/// The name of the pin whose sha256 is `sha`. A model that is no longer pinned is refused:
+/// a replay runs only the exact file the run used.
+pub fn pinned_name(registry: &Registry, sha: &str) -> Result<String, AuditError> {
+    if let Some(pin) = registry.models().iter().find(|p| p.sha256 == sha) {
+        return Ok(pin.name.clone());
+    }
+    let pinned = registry
+        .models()
+        .iter()
+        .map(|p| format!("{} = {}", p.name, p.sha256))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(AuditError::ModelNotPinned {
+        sha256: sha.to_string(),
+        registry: registry.path().display().to_string(),
+        pinned: if pinned.is_empty() {
+            "none".to_string()
+        } else {
+            pinned
+        },
+    })
 }
 
 /// The model sha256s a run's calls used, in order of first use.

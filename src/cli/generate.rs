@@ -1,15 +1,13 @@
 //! `tuningfork generate`.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tuningfork::engine::{GenerationRequest, Message, Prompt, SamplingParams};
-use tuningfork::generator::Generator;
-use tuningfork::store::NewRun;
+use tuningfork::workspace;
 
 use super::args::{GenerateArgs, GlobalArgs};
-use super::{engine_config, finish_run, open_engine, runtime};
+use super::{workspace, Runner};
 
 pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
     let grammar = match &args.grammar {
@@ -40,24 +38,15 @@ pub fn run(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
         .with_stop(args.stop.clone());
     request.grammar = grammar;
 
-    let config = engine_config(&args.engine);
-    let (store, _, engine) = open_engine(global, &args.model, &args.engine)?;
-    let run_config = serde_json::json!({
-        "model": args.model,
-        "engine": config,
-        "request": request,
-        "cache": !args.no_cache,
-    });
-    let run_id = store.begin_run(&NewRun {
-        kind: "generate",
-        config: run_config,
-        seed: Some(args.seed),
-        model_sha256: Some(engine.model_sha256()),
-        fingerprint: engine.fingerprint(),
-    })?;
-    let generator = Generator::new(engine, Arc::clone(&store), run_id).with_cache(!args.no_cache);
-    let result = runtime()?.block_on(generator.generate(request));
-    let generated = finish_run(&store, run_id, result)?;
+    let ws = workspace(global, &args.engine)?;
+    let runner = Runner::new()?;
+    let (run_id, generated) = runner.run(workspace::generate(
+        &ws,
+        &args.model,
+        request,
+        !args.no_cache,
+        runner.token(),
+    ))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let value = serde_json::json!({

@@ -1,5 +1,5 @@
-//! Glue between the command line and the library: each subcommand builds library objects from
-//! its arguments, calls the library, and prints.
+//! Glue between the command line and the library: each subcommand turns its arguments into a
+//! library request, calls the workspace, and prints the report.
 
 pub mod args;
 mod artifacts;
@@ -9,15 +9,16 @@ mod eval;
 mod generate;
 mod models;
 mod optimize;
+mod progress;
 mod runs;
 
-use std::sync::Arc;
+use std::future::Future;
 
 use anyhow::{Context, Result};
-use tuningfork::engine::{Engine, EngineConfig};
-use tuningfork::generator::load_engine;
+use tuningfork::engine::EngineConfig;
 use tuningfork::models::Registry;
-use tuningfork::store::{RunStatus, Store};
+use tuningfork::store::Store;
+use tuningfork::workspace::{CancellationToken, Workspace, WorkspaceConfig, WorkspaceError};
 
 use args::{Cli, Command, EngineArgs, GlobalArgs};
 
@@ -37,8 +38,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn open_store(global: &GlobalArgs) -> Result<Arc<Store>> {
-    Ok(Arc::new(Store::open(&global.store)?))
+fn open_store(global: &GlobalArgs) -> Result<Store> {
+    Ok(Store::open(&global.store)?)
 }
 
 fn open_registry(global: &GlobalArgs) -> Result<Registry> {
@@ -56,43 +57,44 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// The workspace of a command that runs models.
+fn workspace(global: &GlobalArgs, engine: &EngineArgs) -> Result<Workspace> {
+    Ok(Workspace::open(&WorkspaceConfig {
+        store: global.store.clone(),
+        models_dir: global.models_dir.clone(),
+        engine: engine_config(engine),
+        verify: engine.verify,
+    })?)
 }
 
-/// Opens the store and the registry, and loads the pinned model `model` with the engine
-/// options.
-fn open_engine(
-    global: &GlobalArgs,
-    model: &str,
-    args: &EngineArgs,
-) -> Result<(Arc<Store>, Registry, Arc<Engine>)> {
-    let store = open_store(global)?;
-    let registry = open_registry(global)?;
-    let engine = load_engine(&registry, &store, model, args.verify, engine_config(args))?;
-    Ok((store, registry, Arc::new(engine)))
+/// Runs workspace calls on an async runtime; Ctrl-C cancels their token, and the library
+/// records the run as interrupted before the error comes back.
+struct Runner {
+    runtime: tokio::runtime::Runtime,
+    cancel: CancellationToken,
 }
 
-/// Records how a run ended (completed, or failed with the error) and passes the result on.
-fn finish_run<T, E: std::fmt::Display>(
-    store: &Store,
-    run_id: i64,
-    result: Result<T, E>,
-) -> Result<T>
-where
-    anyhow::Error: From<E>,
-{
-    match result {
-        Ok(value) => {
-            store.finish_run(run_id, RunStatus::Completed, None)?;
-            Ok(value)
-        }
-        Err(e) => {
-            store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?;
-            Err(e.into())
-        }
+impl Runner {
+    fn new() -> Result<Runner> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let cancel = CancellationToken::new();
+        let on_ctrl_c = cancel.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_ctrl_c.cancel();
+            }
+        });
+        Ok(Runner { runtime, cancel })
+    }
+
+    fn token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    fn run<T>(&self, work: impl Future<Output = Result<T, WorkspaceError>>) -> Result<T> {
+        Ok(self.runtime.block_on(work)?)
     }
 }

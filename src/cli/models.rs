@@ -120,7 +120,7 @@ fn verify(global: &GlobalArgs, name: Option<&str>) -> Result<()> {
     };
     let mut failures = 0;
     for name in &names {
-        match registry.verify(name, store.as_ref(), true) {
+        match registry.verify(name, &store, true) {
             Ok(pinned) => println!("ok      {name}  {}", pinned.sha256()),
             Err(e) => {
                 failures += 1;

@@ -88,6 +88,12 @@ pub fn physical_cores() -> u32 {
     let physical = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| count_physical_cores(&info));
+    cores_to_use(available, physical)
+}
+
+/// Physical cores, but never more than the process may run on (a cpuset or a container limit
+/// makes `available` the smaller), and never none.
+fn cores_to_use(available: u32, physical: Option<u32>) -> u32 {
     physical.map_or(available, |p| p.min(available)).max(1)
 }
 
@@ -460,6 +466,11 @@ mod tests {
                     processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
         assert_eq!(count_physical_cores(info), Some(2));
         assert_eq!(count_physical_cores("processor : 0\n"), None);
-        assert!(physical_cores() >= 1);
+        // Hyper-threads are not counted; a cpuset smaller than the machine wins; an unreadable
+        // cpuinfo falls back to what the process may use.
+        assert_eq!(cores_to_use(8, Some(4)), 4);
+        assert_eq!(cores_to_use(2, Some(16)), 2);
+        assert_eq!(cores_to_use(6, None), 6);
+        assert_eq!(cores_to_use(0, None), 1);
     }
 }

@@ -81,6 +81,10 @@ impl SamplingParams {
 }
 
 /// The per-request random generator: xoshiro256**, seeded through splitmix64.
+///
+/// The same algorithm as `crate::random::Rng` today, kept apart on purpose: a token sampler
+/// change is versioned by [`SAMPLER_VERSION`], a choice generator change by
+/// `CHOICE_RNG_VERSION`, and neither may drag the other along.
 #[derive(Debug, Clone)]
 pub struct Rng {
     s: [u64; 4],
@@ -245,6 +249,19 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change to the generator changes which token a seed picks: it must come with a new
+    /// [`SAMPLER_VERSION`] (which invalidates cached sampled calls).
+    #[test]
+    fn the_sequence_is_pinned_to_the_sampler_version() {
+        let mut rng = Rng::new(7);
+        let draws: Vec<u64> = (0..3).map(|_| rng.next_u64() % 1_000_000).collect();
+        assert_eq!(
+            (SAMPLER_VERSION, draws),
+            (1, vec![475_994, 782_674, 639_638]),
+            "the sampler's generator changed: bump SAMPLER_VERSION and update these values"
+        );
+    }
 
     #[test]
     fn choosing_is_seeded_and_distinct() {

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use super::session::{program_hash, Batch, Candidate, Session};
 use super::{BootstrapSettings, OptimizeError, OptimizeFuture, Optimizer};
 use crate::dataset::Example;
-use crate::engine::sampling::Rng;
 use crate::engine::SamplingParams;
 use crate::program::{CallSettings, Demo, Predictor, Program, StepTrace, Values};
+use crate::random::Rng;
 
 /// Training examples run by the teacher at once while bootstrapping. The traces kept are the
 /// first passing ones in the training order, whatever the chunk size.
@@ -257,10 +257,8 @@ async fn bootstrap(
                 if row.error.is_some() || row.score < settings.threshold {
                     continue;
                 }
-                if let Ok(trace) = serde_json::from_value::<Vec<StepTrace>>(row.trace.clone()) {
-                    if trace.iter().all(|s| s.outputs.is_some()) {
-                        traced.push((index, trace));
-                    }
+                if row.trace.steps.iter().all(|s| s.outputs.is_some()) {
+                    traced.push((index, row.trace.steps.clone()));
                 }
             }
         }

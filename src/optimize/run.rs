@@ -11,9 +11,11 @@ use super::session::{Budgeting, Evaluator, EvaluatorParts, Observer, Session};
 use super::{Batch, Candidate, OptimizeError, OptimizerConfig};
 use crate::artifact::{Artifact, ArtifactModel};
 use crate::dataset::{Example, Split, TestSet, TrainSet, ValSet};
-use crate::generator::Generator;
+use crate::eval::ExampleContext;
+use crate::lm::Lm;
+use crate::metrics::Judges;
 use crate::program::Program;
-use crate::store::Store;
+use crate::store::{LoopStatus, Store};
 use crate::task::Task;
 
 /// Everything a loop needs, stored with it so that it resumes without the original files.
@@ -84,8 +86,8 @@ pub struct SplitScores {
 pub struct LoopOutcome {
     pub task: String,
     pub optimizer: String,
-    /// `completed`, or `stopped` when a budget ran out first.
-    pub status: String,
+    /// Completed, or stopped when a budget ran out first.
+    pub status: LoopStatus,
     pub stop_reason: Option<String>,
     pub baseline: SplitScores,
     pub optimized: SplitScores,
@@ -102,8 +104,10 @@ pub struct LoopContext {
     pub store: Arc<Store>,
     pub optimization_id: i64,
     pub run_uid: String,
-    pub generator: Generator,
-    pub judge: Option<Generator>,
+    /// The task model's calls.
+    pub lm: Arc<dyn Lm>,
+    /// The judges' calls, each on its own model.
+    pub judges: Judges,
     pub tracker: Arc<Tracker>,
     pub observer: Arc<dyn Observer>,
 }
@@ -120,7 +124,7 @@ pub async fn run_loop(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutco
     match &result {
         Ok(outcome) => store.finish_optimization(
             optimization_id,
-            &outcome.status,
+            outcome.status,
             outcome.stop_reason.as_deref(),
             Some(&outcome.artifact_hash),
             Some(&outcome.baseline_hash),
@@ -128,7 +132,7 @@ pub async fn run_loop(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutco
         )?,
         Err(e) => store.finish_optimization(
             optimization_id,
-            "failed",
+            LoopStatus::Failed,
             Some(&e.to_string()),
             None,
             None,
@@ -145,11 +149,13 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
     let evaluator = Evaluator::new(EvaluatorParts {
         store: Arc::clone(&context.store),
         optimization_id: context.optimization_id,
-        generator: context.generator.clone(),
-        judge: context.judge.clone(),
-        metric: task.metric.clone(),
-        settings: task.generation.clone(),
-        inputs: task.example_inputs(),
+        context: ExampleContext {
+            lm: Arc::clone(&context.lm),
+            judges: context.judges.clone(),
+            metric: task.metric.clone(),
+            settings: task.generation.clone(),
+            inputs: task.example_inputs(),
+        },
         steps: spec.program.steps.len(),
         tracker: Arc::clone(&context.tracker),
         observer: Arc::clone(&context.observer),
@@ -239,11 +245,10 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
         task: task.task.name.clone(),
         optimizer: optimizer.name().to_string(),
         status: if stop_reason.is_some() {
-            "stopped"
+            LoopStatus::Stopped
         } else {
-            "completed"
-        }
-        .to_string(),
+            LoopStatus::Completed
+        },
         stop_reason,
         baseline: SplitScores {
             val: baseline_val,

@@ -13,27 +13,12 @@ use sha2::{Digest, Sha256};
 
 use super::budget::{Stop, Tracker};
 use super::OptimizeError;
-use crate::dataset::{Example, Split, TrainSet, ValSet};
-use crate::engine::sampling::Rng;
-use crate::eval::ExampleTask;
-use crate::generator::Generator;
-use crate::metrics::MetricSpec;
+use crate::dataset::{Split, TrainSet, ValSet};
+use crate::eval::{mean_score, run_jobs, ExampleContext, ExampleResult, Job, RunStop};
+pub use crate::observe::{Observer, Silent};
 use crate::program::{CallSettings, Program};
+use crate::random::Rng;
 use crate::store::{CandidateRow, ResultRow, Store};
-
-/// Told about progress; the command line draws bars from it.
-pub trait Observer: Send + Sync {
-    /// A new stage begins with `total` examples to run.
-    fn stage(&self, _stage: &str, _total: u64) {}
-    /// One example of the stage finished.
-    fn advance(&self) {}
-    /// A candidate was scored on the whole validation split.
-    fn scored(&self, _label: &str, _score: f64, _best: f64) {}
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-impl Observer for Silent {}
 
 /// sha256 of a program's canonical JSON: the identity of a candidate.
 pub fn program_hash(program: &Program) -> String {
@@ -53,24 +38,12 @@ pub struct EvaluatorParts {
     pub store: Arc<Store>,
     /// The loop whose results these are.
     pub optimization_id: i64,
-    pub generator: Generator,
-    /// The generator of a judge metric's calls.
-    pub judge: Option<Generator>,
-    pub metric: MetricSpec,
-    pub settings: CallSettings,
-    /// The example fields the program reads.
-    pub inputs: Vec<String>,
+    /// The model, the judges, the metric, the task's settings and the fields read.
+    pub context: ExampleContext,
     /// Predictor calls per example (what one example costs against a calls budget).
     pub steps: usize,
     pub tracker: Arc<Tracker>,
     pub observer: Arc<dyn Observer>,
-}
-
-/// One example to run: its index in its split, the example, and the program to run on it.
-pub(crate) struct Job {
-    pub index: usize,
-    pub example: Example,
-    pub program: Program,
 }
 
 impl Evaluator {
@@ -81,7 +54,7 @@ impl Evaluator {
     }
 
     pub fn settings(&self) -> &CallSettings {
-        &self.inner.settings
+        &self.inner.context.settings
     }
 
     pub fn tracker(&self) -> &Arc<Tracker> {
@@ -129,79 +102,39 @@ impl Evaluator {
             .map(|r| (r.example_index, r))
             .collect();
         let mut results: BTreeMap<usize, ResultRow> = BTreeMap::new();
-        let mut set = tokio::task::JoinSet::new();
+        let mut to_run = Vec::new();
         for job in jobs.iter() {
             if let Some(row) = stored.get(&(job.index as i64)) {
                 tracker.spend_tokens(row.tokens as u64);
                 inner.observer.advance();
                 results.insert(job.index, row.clone());
-                continue;
+            } else {
+                to_run.push(job.clone());
             }
-            let evaluator = self.clone();
-            let (index, example, program) = (job.index, job.example.clone(), job.program.clone());
-            let settings = settings.clone();
-            let subject = subject.to_string();
-            set.spawn(async move {
-                let inner = &evaluator.inner;
-                let task = ExampleTask {
-                    program: &program,
-                    generator: &inner.generator,
-                    judge: inner.judge.as_ref(),
-                    inputs: &inner.inputs,
-                    metric: &inner.metric,
-                    settings: &settings,
-                };
-                let (result, trace) = task.run(index, &example).await?;
-                // The trace is the JSON form of each step's `StepTrace`.
-                let tokens: u64 = trace.as_array().map_or(0, |steps| {
-                    steps.iter().filter_map(|s| s["tokens"].as_u64()).sum()
-                });
-                let row = ResultRow {
-                    subject,
-                    split: split.to_string(),
-                    example_index: index as i64,
-                    source: result.source,
-                    outputs: result
-                        .outputs
-                        .map(|o| serde_json::to_value(o).expect("values serialize")),
-                    trace,
-                    score: result.score,
-                    feedback: result.feedback,
-                    error: result.error,
-                    tokens: tokens as i64,
-                };
-                Ok::<_, OptimizeError>(row)
-            });
         }
         let deadline = if budgeted { tracker.deadline() } else { None };
-        while !set.is_empty() {
-            let joined = match deadline {
-                Some(deadline) => {
-                    tokio::select! {
-                        joined = set.join_next() => joined,
-                        _ = tokio::time::sleep_until(deadline.into()) => {
-                            set.abort_all();
-                            return Err(tracker.check().err().unwrap_or_else(|| {
-                                Stop("the time budget is spent".into())
-                            }).into());
-                        }
-                    }
-                }
-                None => set.join_next().await,
-            };
-            let Some(joined) = joined else { break };
-            let row = joined.expect("example tasks do not panic")?;
+        let finished = |result: &ExampleResult| {
+            let row = result_row(subject, split, result);
             inner.store.record_result(inner.optimization_id, &row)?;
             tracker.spend_tokens(row.tokens as u64);
             inner.observer.advance();
-            results.insert(row.example_index as usize, row);
+            results.insert(result.index, row);
             if budgeted {
-                if let Err(stop) = tracker.check() {
-                    set.abort_all();
-                    return Err(stop.into());
-                }
+                tracker.check()?;
             }
-        }
+            Ok::<_, OptimizeError>(())
+        };
+        run_jobs(&inner.context, settings, to_run, deadline, finished)
+            .await
+            .map_err(|stop| match stop {
+                RunStop::Eval(e) => e.into(),
+                RunStop::Refused(e) => e,
+                RunStop::Deadline => tracker
+                    .check()
+                    .err()
+                    .unwrap_or_else(|| Stop("the time budget is spent".into()))
+                    .into(),
+            })?;
         Ok(jobs
             .iter()
             .map(|j| results.remove(&j.index).expect("every job has a result"))
@@ -215,17 +148,8 @@ impl Evaluator {
         split: &Split,
         budgeting: Budgeting,
     ) -> Result<f64, OptimizeError> {
-        let jobs = split
-            .examples
-            .iter()
-            .enumerate()
-            .map(|(index, example)| Job {
-                index,
-                example: example.clone(),
-                program: program.clone(),
-            })
-            .collect();
-        let settings = self.inner.settings.clone();
+        let jobs = Job::for_split(program, split);
+        let settings = self.inner.context.settings.clone();
         let rows = self
             .run(
                 &program_hash(program),
@@ -251,10 +175,25 @@ pub enum Budgeting {
 }
 
 fn mean(rows: &[ResultRow]) -> f64 {
-    if rows.is_empty() {
-        0.0
-    } else {
-        rows.iter().map(|r| r.score).sum::<f64>() / rows.len() as f64
+    mean_score(rows.iter().map(|r| r.score))
+}
+
+/// A result as the store keeps it under `subject`.
+fn result_row(subject: &str, split: &str, result: &ExampleResult) -> ResultRow {
+    ResultRow {
+        subject: subject.to_string(),
+        split: split.to_string(),
+        example_index: result.index as i64,
+        source: result.source.clone(),
+        outputs: result
+            .outputs
+            .as_ref()
+            .map(|o| serde_json::to_value(o).expect("values serialize")),
+        trace: result.trace.clone(),
+        score: result.score,
+        feedback: result.feedback.clone(),
+        error: result.error.clone(),
+        tokens: result.trace.tokens() as i64,
     }
 }
 

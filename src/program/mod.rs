@@ -1,7 +1,8 @@
 //! Programs: one or more predictors, each with a typed signature, run through the generator.
 //!
-//! A [`Program`] is async-first: [`Program::forward`] awaits model calls made through a
-//! [`Generator`], so evaluations and optimizers run many examples concurrently on one engine.
+//! A [`Program`] is async-first: [`Program::forward`] awaits model calls made through an
+//! [`Lm`] (the generator, or a fake model in tests), so evaluations and optimizers run many
+//! examples concurrently on one engine.
 //! Multi-step programs pass values by name: each step reads its inputs from the example's
 //! inputs and the outputs of earlier steps.
 //!
@@ -16,7 +17,7 @@ pub mod signature;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{GenerationRequest, Prompt, SamplingParams};
-use crate::generator::{GenerateError, Generator};
+use crate::lm::{Lm, LmError};
 
 pub use adapter::{Demo, ParseError, Values, ADAPTER_VERSION};
 pub use signature::{FieldType, InputField, OutputField, Signature, SignatureError};
@@ -107,12 +108,35 @@ pub struct StepTrace {
     pub tokens: u64,
 }
 
+impl StepTrace {
+    /// The step's reasoning, when its predictor reasons first and the reply parsed.
+    pub fn reasoning(&self) -> Option<&str> {
+        self.outputs.as_ref()?.get("reasoning")?.as_str()
+    }
+}
+
+/// What a program did on one example: every step that ran, in order (the failing one last
+/// when a reply could not be used). Serialized as a JSON array of steps, only where it is
+/// stored or exported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Trace {
+    pub steps: Vec<StepTrace>,
+}
+
+impl Trace {
+    /// Prompt plus completion tokens of every call.
+    pub fn tokens(&self) -> u64 {
+        self.steps.iter().map(|s| s.tokens).sum()
+    }
+}
+
 /// A program's run on one example: the final values and every step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
     /// Every output of every step, by name.
     pub outputs: Values,
-    pub trace: Vec<StepTrace>,
+    pub trace: Trace,
 }
 
 /// Why a program run did not produce a prediction.
@@ -126,10 +150,10 @@ pub enum ProgramError {
         raw: String,
         error: ParseError,
         /// The steps that ran, the failing one last.
-        trace: Vec<StepTrace>,
+        trace: Trace,
     },
     #[error(transparent)]
-    Generate(#[from] GenerateError),
+    Lm(#[from] LmError),
 }
 
 /// Why a program definition is unusable.
@@ -185,7 +209,7 @@ impl Program {
     /// Runs every step on `inputs`.
     pub async fn forward(
         &self,
-        generator: &Generator,
+        lm: &dyn Lm,
         inputs: &Values,
         settings: &CallSettings,
     ) -> Result<Prediction, ProgramError> {
@@ -209,7 +233,7 @@ impl Program {
             )
             .with_sampling(settings.sampling.clone())
             .with_grammar(step.grammar());
-            let generated = generator.generate(request).await?;
+            let generated = lm.generate(request).await?;
             let raw = generated.completion.text;
             let parsed = step.parse(&raw);
             trace.push(StepTrace {
@@ -234,12 +258,15 @@ impl Program {
                         step: step.name.clone(),
                         raw,
                         error,
-                        trace,
+                        trace: Trace { steps: trace },
                     })
                 }
             }
         }
-        Ok(Prediction { outputs, trace })
+        Ok(Prediction {
+            outputs,
+            trace: Trace { steps: trace },
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{json_column, optional_json, Store, StoreError};
+use super::{json_column, optional_json, typed_column, Store, StoreError};
 
 /// One scored example, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -13,7 +13,7 @@ pub struct EvalRecord {
     pub inputs: serde_json::Value,
     pub gold: serde_json::Value,
     pub outputs: Option<serde_json::Value>,
-    pub trace: serde_json::Value,
+    pub trace: crate::program::Trace,
     pub score: f64,
     pub feedback: Option<String>,
     pub error: Option<String>,
@@ -34,7 +34,7 @@ impl Store {
                     record.inputs.to_string(),
                     record.gold.to_string(),
                     record.outputs.as_ref().map(|o| o.to_string()),
-                    record.trace.to_string(),
+                    serde_json::to_string(&record.trace).expect("traces serialize"),
                     record.score,
                     record.feedback,
                     record.error,
@@ -63,7 +63,7 @@ impl Store {
                     inputs: json_column(row, 3)?,
                     gold: json_column(row, 4)?,
                     outputs: optional_json(row, 5)?,
-                    trace: json_column(row, 6)?,
+                    trace: typed_column(row, 6)?,
                     score: row.get(7)?,
                     feedback: row.get(8)?,
                     error: row.get(9)?,

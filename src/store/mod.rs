@@ -23,7 +23,7 @@ pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
 pub use optimizations::{CandidateRow, OptimizationRow, ResultRow};
-pub use runs::{NewRun, RunRecord, RunStatus, RunSummary};
+pub use runs::{LoopStatus, NewRun, RunRecord, RunStatus, RunSummary};
 
 use crate::models::{HashMemo, ModelPin};
 
@@ -209,6 +209,18 @@ pub(crate) fn optional_json(
 ) -> rusqlite::Result<Option<serde_json::Value>> {
     let text: Option<String> = row.get(i)?;
     Ok(text.map(parse_json))
+}
+
+/// Column `i`, JSON text, as a typed value; text that does not decode is an error naming the
+/// column, never a silently dropped row.
+pub(crate) fn typed_column<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn parse_json(text: String) -> serde_json::Value {

@@ -3,7 +3,8 @@
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::{json_column, optional_json, Store, StoreError};
+use super::runs::{status_column, LoopStatus};
+use super::{json_column, optional_json, typed_column, Store, StoreError};
 
 /// A stored optimization loop.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -14,7 +15,7 @@ pub struct OptimizationRow {
     pub task: String,
     pub optimizer: String,
     pub config: serde_json::Value,
-    pub status: String,
+    pub status: LoopStatus,
     pub stop_reason: Option<String>,
     pub artifact_hash: Option<String>,
     pub baseline_hash: Option<String>,
@@ -40,7 +41,7 @@ pub struct ResultRow {
     pub example_index: i64,
     pub source: String,
     pub outputs: Option<serde_json::Value>,
-    pub trace: serde_json::Value,
+    pub trace: crate::program::Trace,
     pub score: f64,
     pub feedback: Option<String>,
     pub error: Option<String>,
@@ -86,7 +87,7 @@ impl Store {
                     task: r.get(3)?,
                     optimizer: r.get(4)?,
                     config: json_column(r, 5)?,
-                    status: r.get(6)?,
+                    status: status_column(r, 6, LoopStatus::parse)?,
                     stop_reason: r.get(7)?,
                     artifact_hash: r.get(8)?,
                     baseline_hash: r.get(9)?,
@@ -102,7 +103,7 @@ impl Store {
     pub fn finish_optimization(
         &self,
         id: i64,
-        status: &str,
+        status: LoopStatus,
         stop_reason: Option<&str>,
         artifact_hash: Option<&str>,
         baseline_hash: Option<&str>,
@@ -116,7 +117,7 @@ impl Store {
                  WHERE id = ?1",
                 rusqlite::params![
                     id,
-                    status,
+                    status.as_str(),
                     stop_reason,
                     artifact_hash,
                     baseline_hash,
@@ -219,7 +220,7 @@ impl Store {
                     row.example_index,
                     row.source,
                     row.outputs.as_ref().map(|o| o.to_string()),
-                    row.trace.to_string(),
+                    serde_json::to_string(&row.trace).expect("traces serialize"),
                     row.score,
                     row.feedback,
                     row.error,
@@ -255,7 +256,7 @@ impl Store {
                     example_index: r.get(2)?,
                     source: r.get(3)?,
                     outputs: optional_json(r, 4)?,
-                    trace: json_column(r, 5)?,
+                    trace: typed_column(r, 5)?,
                     score: r.get(6)?,
                     feedback: r.get(7)?,
                     error: r.get(8)?,

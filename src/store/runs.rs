@@ -1,7 +1,7 @@
 //! Runs: one invocation of tuningfork that produced model calls.
 
 use rusqlite::{OptionalExtension, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{json_column, Store, StoreError};
 use crate::engine::EngineFingerprint;
@@ -25,6 +25,82 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an optimization loop stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopStatus {
+    Running,
+    /// The optimizer finished.
+    Completed,
+    /// A budget ran out; the loop ended with the best program scored so far.
+    Stopped,
+    Failed,
+}
+
+impl LoopStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopStatus::Running => "running",
+            LoopStatus::Completed => "completed",
+            LoopStatus::Stopped => "stopped",
+            LoopStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => LoopStatus::Running,
+            "completed" => LoopStatus::Completed,
+            "stopped" => LoopStatus::Stopped,
+            "failed" => LoopStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the loop has its outcome (a resumed run leaves it as it is).
+    pub fn is_finished(self) -> bool {
+        matches!(self, LoopStatus::Completed | LoopStatus::Stopped)
+    }
+}
+
+impl std::fmt::Display for LoopStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Column `i` read as a status; an unknown word is a conversion error naming the column.
+pub(crate) fn status_column<T>(
+    row: &Row<'_>,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown status `{text}`").into(),
+        )
+    })
 }
 
 /// What a new run records up front.
@@ -45,7 +121,7 @@ pub struct RunRecord {
     pub kind: String,
     pub config: serde_json::Value,
     pub seed: Option<i64>,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub model_sha256: Option<String>,
@@ -76,7 +152,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         kind: row.get(2)?,
         config: json_column(row, 3)?,
         seed: row.get(4)?,
-        status: row.get(5)?,
+        status: status_column(row, 5, RunStatus::parse)?,
         started_at: row.get(6)?,
         ended_at: row.get(7)?,
         model_sha256: row.get(8)?,

@@ -1,0 +1,333 @@
+//! The optimizers' logic against the deterministic fake model: which demonstrations a
+//! bootstrap keeps, how random search breaks ties, what a resumed loop recomputes, where a
+//! calls budget stops, and that nothing before the test stage sees a test example. Each test
+//! runs in milliseconds on a real SQLite file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::run::LoopContext;
+use super::*;
+use crate::artifact::ArtifactModel;
+use crate::dataset::{Example, Split};
+use crate::engine::{EngineFingerprint, Prompt};
+use crate::lm::{FakeCall, FakeLm};
+use crate::metrics::Judges;
+use crate::observe::Observer;
+use crate::store::{LoopStatus, NewRun, Store};
+use crate::task::Task;
+
+const TASK: &str = r#"
+[task]
+name = "fake-sentiment"
+model = "fake"
+seed = 7
+
+[[steps]]
+name = "classify"
+kind = "predict"
+instructions = "Classify the review."
+inputs = [{ name = "review" }]
+outputs = [{ name = "sentiment", type = "choice", choices = ["positive", "negative", "neutral"] }]
+
+[dataset]
+path = "unused.jsonl"
+
+[metric]
+kind = "exact_match"
+field = "sentiment"
+"#;
+
+const LABELS: [&str; 3] = ["positive", "negative", "neutral"];
+
+fn examples(split: &str, n: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| Example {
+            source: format!("{split}:{i}"),
+            values: [
+                ("review".to_string(), json!(format!("{split} review {i}"))),
+                ("sentiment".to_string(), json!(LABELS[i % 3])),
+            ]
+            .into_iter()
+            .collect(),
+        })
+        .collect()
+}
+
+fn spec(optimizer: OptimizerConfig) -> LoopSpec {
+    let task = Task::parse(TASK, Path::new("fake.toml"), ".".into()).unwrap();
+    let (train, val, test) = (examples("train", 12), examples("val", 6), examples("test", 6));
+    let hash = |name, examples: &Vec<Example>| Split::new(name, examples.clone()).hash;
+    LoopSpec {
+        task_file: "fake.toml".into(),
+        task_source: TASK.into(),
+        program: task.program,
+        parent: None,
+        optimizer,
+        seed: 7,
+        model: ArtifactModel {
+            name: "fake".into(),
+            sha256: "0".repeat(64),
+        },
+        train_hash: hash("train", &train),
+        val_hash: hash("val", &val),
+        test_hash: hash("test", &test),
+        train,
+        val,
+        test,
+    }
+}
+
+fn bootstrap_settings() -> BootstrapSettings {
+    BootstrapSettings {
+        max_bootstrapped: 2,
+        max_labeled: 4,
+        max_rounds: 1,
+        threshold: 1.0,
+    }
+}
+
+/// The review a call asks about (its last user message).
+fn review_of(call: &FakeCall) -> String {
+    let Prompt::Chat(messages) = &call.request.prompt else {
+        return String::new();
+    };
+    let last = messages.last().map_or("", |m| m.content.as_str());
+    last.strip_prefix("review: ").unwrap_or(last).to_string()
+}
+
+/// A fake that answers right exactly for the reviews `knows` accepts, and `neutral`-or-wrong
+/// otherwise.
+fn oracle(knows: impl Fn(&str) -> bool + Send + Sync + 'static) -> FakeLm {
+    let gold: BTreeMap<String, &str> = ["train", "val", "test"]
+        .iter()
+        .flat_map(|split| examples(split, 12))
+        .map(|e| {
+            (
+                e.values["review"].as_str().unwrap().to_string(),
+                LABELS.iter().find(|l| e.values["sentiment"] == **l).unwrap(),
+            )
+        })
+        .map(|(r, l)| (r, *l))
+        .collect();
+    FakeLm::new(1).with_script(move |call| {
+        let review = review_of(call);
+        let right = gold.get(&review).copied().unwrap_or("neutral");
+        let wrong = if right == "positive" { "negative" } else { "positive" };
+        Some(format!(
+            "sentiment: {}",
+            if knows(&review) { right } else { wrong }
+        ))
+    })
+}
+
+/// Records the call count when the test stage begins.
+#[derive(Default)]
+struct Stages {
+    lm: Mutex<Option<Arc<FakeLm>>>,
+    calls_before_test: Mutex<Option<usize>>,
+}
+
+impl Observer for Stages {
+    fn stage(&self, stage: &str, _total: u64) {
+        if stage == "test split" {
+            let lm = self.lm.lock().unwrap();
+            *self.calls_before_test.lock().unwrap() = lm.as_ref().map(|lm| lm.call_count());
+        }
+    }
+}
+
+struct Loop {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    optimization_id: i64,
+}
+
+impl Loop {
+    fn new(spec: &LoopSpec) -> Loop {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.sqlite")).unwrap());
+        let run_id = store
+            .begin_run(&NewRun {
+                kind: "optimize",
+                config: json!({}),
+                seed: Some(spec.seed),
+                model_sha256: None,
+                fingerprint: &EngineFingerprint::current(),
+            })
+            .unwrap();
+        let optimization_id = store
+            .begin_optimization(
+                run_id,
+                0,
+                "fake-sentiment",
+                spec.optimizer.name(),
+                &serde_json::to_value(spec).unwrap(),
+            )
+            .unwrap();
+        Loop {
+            _dir: dir,
+            store,
+            optimization_id,
+        }
+    }
+
+    /// Runs (or resumes) the loop on `lm` under `budget`.
+    fn run(
+        &self,
+        spec: &LoopSpec,
+        lm: &Arc<FakeLm>,
+        budget: Budget,
+        observer: Arc<dyn Observer>,
+    ) -> Result<LoopOutcome, OptimizeError> {
+        let context = LoopContext {
+            store: Arc::clone(&self.store),
+            optimization_id: self.optimization_id,
+            run_uid: "fake-run".into(),
+            lm: Arc::clone(lm) as Arc<dyn crate::lm::Lm>,
+            judges: Judges::none(),
+            tracker: Arc::new(Tracker::new(budget)),
+            observer,
+        };
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run_loop(spec, context))
+    }
+
+    fn chosen_program(&self, outcome: &LoopOutcome) -> crate::program::Program {
+        self.store
+            .artifact(&outcome.artifact_hash)
+            .unwrap()
+            .artifact
+            .program
+    }
+}
+
+fn demo_reviews(program: &crate::program::Program) -> Vec<String> {
+    program.steps[0]
+        .demos
+        .iter()
+        .map(|d| d.inputs["review"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn bootstrap_keeps_the_first_passing_traces_in_training_order_then_fills_with_labels() {
+    let spec = spec(OptimizerConfig::BootstrapFewShot {
+        settings: bootstrap_settings(),
+    });
+    // The teacher is right only on training examples 5, 7 and 8.
+    let knows = |r: &str| ["train review 5", "train review 7", "train review 8"].contains(&r);
+    let lm = Arc::new(oracle(knows));
+    let l = Loop::new(&spec);
+    let outcome = l.run(&spec, &lm, Budget::default(), Arc::new(Silent)).unwrap();
+    let demos = demo_reviews(&l.chosen_program(&outcome));
+    assert_eq!(demos.len(), 4, "{demos:?}");
+    assert_eq!(demos[..2], ["train review 5", "train review 7"], "{demos:?}");
+    assert!(
+        demos[2..].iter().all(|d| !demos[..2].contains(d)),
+        "the labeled fill takes untraced examples: {demos:?}"
+    );
+    // Bootstrapped demonstrations carry the teacher's outputs; they were right, so they
+    // equal the labels.
+    let program = l.chosen_program(&outcome);
+    assert_eq!(program.steps[0].demos[0].outputs["sentiment"], json!("neutral"));
+}
+
+#[test]
+fn random_search_breaks_ties_by_the_earliest_proposal() {
+    let spec = spec(OptimizerConfig::RandomSearch {
+        settings: bootstrap_settings(),
+        candidates: 3,
+    });
+    // Every program scores the same: the baseline (candidate 0) must win.
+    let lm = Arc::new(oracle(|_| false));
+    let l = Loop::new(&spec);
+    let outcome = l.run(&spec, &lm, Budget::default(), Arc::new(Silent)).unwrap();
+    assert_eq!(outcome.chosen, "baseline");
+    assert!(outcome.candidates > 3, "{outcome:?}");
+    assert_eq!(outcome.artifact_hash, outcome.baseline_hash);
+}
+
+#[test]
+fn a_resumed_loop_asks_for_nothing_it_already_has() {
+    let spec = spec(OptimizerConfig::RandomSearch {
+        settings: bootstrap_settings(),
+        candidates: 2,
+    });
+    let knows = |r: &str| r.ends_with('1') || r.ends_with('4');
+    let l = Loop::new(&spec);
+    let first = Arc::new(oracle(knows));
+    let outcome = l.run(&spec, &first, Budget::default(), Arc::new(Silent)).unwrap();
+    assert!(first.call_count() > 0);
+    let again = Arc::new(oracle(knows));
+    let resumed = l.run(&spec, &again, Budget::default(), Arc::new(Silent)).unwrap();
+    assert_eq!(again.call_count(), 0, "every result was read back");
+    assert_eq!(resumed, outcome);
+}
+
+#[test]
+fn a_calls_budget_stops_at_the_same_candidate_every_time() {
+    let spec = spec(OptimizerConfig::RandomSearch {
+        settings: bootstrap_settings(),
+        candidates: 4,
+    });
+    let stop = || {
+        let l = Loop::new(&spec);
+        let lm = Arc::new(oracle(|r| r.ends_with('2')));
+        let budget = Budget {
+            calls: Some(40),
+            ..Budget::default()
+        };
+        let outcome = l.run(&spec, &lm, budget, Arc::new(Silent)).unwrap();
+        let scored: Vec<(String, Option<f64>)> = l
+            .store
+            .candidates(l.optimization_id)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.label, c.val_score))
+            .collect();
+        (outcome, scored, lm.call_count())
+    };
+    let (a, scored_a, calls_a) = stop();
+    let (b, scored_b, calls_b) = stop();
+    assert_eq!(a.status, LoopStatus::Stopped, "{a:?}");
+    assert!(a.stop_reason.as_deref().unwrap_or("").contains("calls"), "{a:?}");
+    assert_eq!((a, scored_a), (b, scored_b));
+    assert_eq!(calls_a, calls_b);
+}
+
+#[test]
+fn no_call_before_the_test_stage_contains_a_test_example() {
+    let spec = spec(OptimizerConfig::RandomSearch {
+        settings: bootstrap_settings(),
+        candidates: 2,
+    });
+    let lm = Arc::new(oracle(|r| r.ends_with('0')));
+    let stages = Arc::new(Stages::default());
+    *stages.lm.lock().unwrap() = Some(Arc::clone(&lm));
+    let l = Loop::new(&spec);
+    l.run(&spec, &lm, Budget::default(), stages.clone()).unwrap();
+    let before = stages
+        .calls_before_test
+        .lock()
+        .unwrap()
+        .expect("the test stage ran");
+    let calls = lm.calls();
+    assert!(before > 0 && before < calls.len());
+    let leaks: Vec<&FakeCall> = calls[..before]
+        .iter()
+        .filter(|c| c.prompt.contains("test review"))
+        .collect();
+    assert!(leaks.is_empty(), "{} calls saw test data", leaks.len());
+    assert!(
+        calls[before..].iter().all(|c| c.prompt.contains("test review")),
+        "the test stage runs test examples only"
+    );
+}

@@ -1,0 +1,279 @@
+//! Runs that call a model without optimizing: an evaluation of a program on a split, one
+//! prediction, one generation, and the throughput benchmarks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{RunKind, Workspace, WorkspaceError};
+use crate::bench::{self, BenchOptions, BenchReport, ModeReport};
+use crate::dataset::{self, Split};
+use crate::engine::{EngineConfig, GenerationRequest};
+use crate::eval::{self, EvalReport, ExampleContext, ExampleResult};
+use crate::generator::Generated;
+use crate::observe::Observer;
+use crate::program::{Prediction, Values};
+use crate::task::Task;
+use tokio_util::sync::CancellationToken;
+
+/// Which split of a task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitName {
+    Train,
+    Val,
+    Test,
+}
+
+/// An evaluation of a task's program (or a stored artifact's) on one split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRequest {
+    pub task: PathBuf,
+    /// A stored artifact to evaluate instead of the task's program.
+    pub program: Option<String>,
+    pub split: SplitName,
+    pub use_cache: bool,
+}
+
+/// The outcome of [`evaluate()`]: the run and the split's report.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub run_id: i64,
+    pub task: String,
+    pub report: EvalReport,
+}
+
+/// Evaluates a program on a split; every result is stored as it is scored. `observer` hears
+/// one `advance` per example.
+pub async fn evaluate(
+    ws: &Workspace,
+    request: &EvalRequest,
+    observer: &dyn Observer,
+    cancel: CancellationToken,
+) -> Result<Evaluated, WorkspaceError> {
+    let mut task = Task::load(&request.task)?;
+    let artifact = ws.use_artifact(&mut task, request.program.as_deref())?;
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
+    let split: &Split = match request.split {
+        SplitName::Train => &data.train.0,
+        SplitName::Val => &data.val.0,
+        SplitName::Test => &data.test.0,
+    };
+    let models = ws.task_models(&task)?;
+    let run = ws.begin_run(
+        RunKind::Eval,
+        task_config(
+            &task,
+            ws.engine_config(),
+            serde_json::json!({
+                "split": split.name,
+                "split_hash": split.hash,
+                // The exact rows, so the run is self-contained.
+                "examples": split.examples,
+                "artifact": artifact,
+                "train_hash": data.train.0.hash,
+                "val_hash": data.val.0.hash,
+                "test_hash": data.test.0.hash,
+            }),
+        ),
+        Some(task.task.seed),
+        &models.engine,
+        cancel,
+    )?;
+    let (lm, judges) = models.for_run(&run, &task.task.model, run.group(0), request.use_cache);
+    let context = ExampleContext {
+        lm,
+        judges,
+        metric: task.metric.clone(),
+        settings: task.generation.clone(),
+        inputs: task.example_inputs(),
+    };
+    observer.stage(split.name, split.len() as u64);
+    let on_done = |result: &ExampleResult| {
+        observer.example_scored(result.score);
+        observer.advance();
+    };
+    let report = run
+        .drive(eval::evaluate(
+            &context,
+            &task.program,
+            split,
+            ws.store(),
+            run.id,
+            &on_done,
+        ))
+        .await?;
+    Ok(Evaluated {
+        run_id: run.id,
+        task: task.task.name,
+        report,
+    })
+}
+
+/// One prediction of a task's program (or a stored artifact's) on `input`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictRequest {
+    pub task: PathBuf,
+    pub program: Option<String>,
+    /// A JSON object with every input field the program reads.
+    pub input: serde_json::Value,
+}
+
+/// Runs the program once; the prediction carries every step's trace.
+pub async fn predict(
+    ws: &Workspace,
+    request: &PredictRequest,
+    cancel: CancellationToken,
+) -> Result<Prediction, WorkspaceError> {
+    let mut task = Task::load(&request.task)?;
+    let artifact = ws.use_artifact(&mut task, request.program.as_deref())?;
+    let example = r#"e.g. {"review": "Great kettle."}"#;
+    let serde_json::Value::Object(object) = &request.input else {
+        return Err(WorkspaceError::Invalid(format!(
+            "the input must be a JSON object, {example}"
+        )));
+    };
+    let mut values = Values::new();
+    for field in task.example_inputs() {
+        let value = object.get(&field).ok_or_else(|| {
+            WorkspaceError::Invalid(format!(
+                "the input lacks the field `{field}` that the program reads"
+            ))
+        })?;
+        values.insert(field, value.clone());
+    }
+    let engine = ws.engine(&task.task.model)?;
+    let run = ws.begin_run(
+        RunKind::Predict,
+        task_config(
+            &task,
+            ws.engine_config(),
+            serde_json::json!({ "input": values, "artifact": artifact }),
+        ),
+        Some(task.task.seed),
+        &engine,
+        cancel,
+    )?;
+    let generator = run.generator(engine, run.group(0), true);
+    run.drive(task.program.forward(&generator, &values, &task.generation))
+        .await
+}
+
+/// What a task-based run records: the task file, its program, metric and settings.
+fn task_config(
+    task: &Task,
+    engine: &EngineConfig,
+    details: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "task": task.task,
+        "task_file": task.source,
+        "program": task.program,
+        "metric": task.metric,
+        "generation": task.generation,
+        "engine": engine,
+        "details": details,
+    })
+}
+
+/// One generation from a pinned model, recorded as a `generate` run; returns the run id too.
+pub async fn generate(
+    ws: &Workspace,
+    model: &str,
+    request: GenerationRequest,
+    use_cache: bool,
+    cancel: CancellationToken,
+) -> Result<(i64, Generated), WorkspaceError> {
+    let engine = ws.engine(model)?;
+    let run = ws.begin_run(
+        RunKind::Generate,
+        serde_json::json!({
+            "model": model,
+            "engine": ws.engine_config(),
+            "request": request,
+            "cache": use_cache,
+        }),
+        Some(request.sampling.seed),
+        &engine,
+        cancel,
+    )?;
+    let generator = run.generator(engine, run.group(0), use_cache);
+    let generated = run.drive(generator.generate(request)).await?;
+    Ok((run.id, generated))
+}
+
+/// Prefill and decode speed of a model, with the cache off; returns the run id too.
+pub async fn bench(
+    ws: &Workspace,
+    model: &str,
+    options: &BenchOptions,
+    cancel: CancellationToken,
+) -> Result<(i64, BenchReport), WorkspaceError> {
+    let engine = ws.engine(model)?;
+    let run = ws.begin_run(
+        RunKind::Bench,
+        serde_json::json!({
+            "model": model,
+            "engine": ws.engine_config(),
+            "prompt_tokens": options.prompt_tokens,
+            "gen_tokens": options.gen_tokens,
+            "repetitions": options.repetitions,
+        }),
+        None,
+        &engine,
+        cancel,
+    )?;
+    let generator = run.generator(engine, run.group(0), false);
+    let report = run.drive(bench::run(&generator, options)).await?;
+    Ok((run.id, report))
+}
+
+/// The scheduler benchmark: the same shared-prefix workload one request at a time, batched,
+/// batched with prefix reuse, and again from a warm cache; each mode on a freshly loaded
+/// engine (never two at once), each its own run. `on_mode` hears each mode as it ends.
+pub async fn bench_scheduler(
+    ws: &Workspace,
+    model: &str,
+    requests: usize,
+    gen_tokens: u32,
+    on_mode: &(dyn Fn(&ModeReport) + Sync),
+    cancel: CancellationToken,
+) -> Result<Vec<ModeReport>, WorkspaceError> {
+    let base = ws.engine_config().clone();
+    let workload = bench::shared_prefix_workload(requests, gen_tokens);
+    let modes = [
+        ("a  one at a time, no reuse", 1, false, false, false),
+        ("b  batched, no reuse", base.slots, false, true, false),
+        ("c  batched, prefix reuse", base.slots, true, true, false),
+        ("d  warm-cache rerun", base.slots, true, true, true),
+    ];
+    let mut reports = Vec::new();
+    for (mode, slots, prefix_reuse, concurrent, cache) in modes {
+        let config = EngineConfig {
+            slots,
+            prefix_reuse,
+            ..base.clone()
+        };
+        let engine = Arc::new(ws.fresh_engine(model, &config)?);
+        let run = ws.begin_run(
+            RunKind::Bench,
+            serde_json::json!({
+                "benchmark": "scheduler",
+                "mode": mode,
+                "model": model,
+                "engine": config,
+                "requests": requests,
+                "gen_tokens": gen_tokens,
+                "cache": cache,
+            }),
+            None,
+            &engine,
+            cancel.clone(),
+        )?;
+        let generator = run.generator(engine, run.group(0), cache);
+        let report = run
+            .drive(bench::run_workload(&generator, &workload, concurrent, mode))
+            .await?;
+        on_mode(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}

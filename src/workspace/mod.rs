@@ -1,0 +1,249 @@
+//! The run layer every front end shares: the command line today, a server or a queue worker
+//! next. A [`Workspace`] holds the store, the model registry and the engine pool; it hands out
+//! models by role and owns each run's lifecycle, and its functions — [`optimize()`],
+//! [`resume()`], [`rerun()`], [`evaluate()`], [`predict()`], [`replay()`], [`bench()`],
+//! [`generate()`] — take plain config structs and return reports.
+//!
+//! Architecture Invariant: nothing here parses arguments, prints or exits; progress goes out
+//! through [`Observer`](crate::observe::Observer)s and cancellation comes in through a
+//! cancellation token.
+
+mod audit;
+mod evaluate;
+mod lifecycle;
+mod optimize;
+mod pool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use tokio_util::sync::CancellationToken;
+
+pub use audit::{replay, ReplayRequest};
+pub use evaluate::{
+    bench, bench_scheduler, evaluate, generate, predict, EvalRequest, Evaluated, PredictRequest,
+    SplitName,
+};
+pub use lifecycle::{RunHandle, RunKind};
+pub use optimize::{
+    optimize, rerun, resume, LoopObservers, OptimizeReport, OptimizeRequest, RerunReport,
+};
+pub use pool::{EnginePool, ModelRole, RoleModels};
+
+use crate::artifact::ArtifactError;
+use crate::audit::AuditError;
+use crate::dataset::DatasetError;
+use crate::engine::{Engine, EngineConfig};
+use crate::eval::EvalError;
+use crate::generator::{load_engine, GenerateError};
+use crate::metrics::Judges;
+use crate::models::{ModelError, Registry};
+use crate::optimize::OptimizeError;
+use crate::program::ProgramError;
+use crate::store::{Store, StoreError};
+use crate::task::{Task, TaskError};
+
+/// Why a workspace call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Optimize(#[from] OptimizeError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// The request cannot be carried out as given.
+    #[error("{0}")]
+    Invalid(String),
+    /// The run's cancellation token fired; everything finished so far is stored.
+    #[error("run {run} was interrupted; everything finished so far is stored")]
+    Interrupted { run: String },
+}
+
+/// Where a workspace keeps things, and how it runs engines.
+#[derive(Debug, Clone)]
+pub struct WorkspaceConfig {
+    /// The SQLite store.
+    pub store: PathBuf,
+    /// The folder of `models.toml` and the model files.
+    pub models_dir: PathBuf,
+    /// How every engine this workspace loads runs.
+    pub engine: EngineConfig,
+    /// Re-hash model files even when the store remembers them unchanged.
+    pub verify: bool,
+}
+
+impl WorkspaceConfig {
+    /// The defaults of the command line: `runs/tuningfork.sqlite` and `models/`.
+    pub fn new(store: impl AsRef<Path>, models_dir: impl AsRef<Path>) -> Self {
+        WorkspaceConfig {
+            store: store.as_ref().to_path_buf(),
+            models_dir: models_dir.as_ref().to_path_buf(),
+            engine: EngineConfig::default(),
+            verify: false,
+        }
+    }
+}
+
+/// The store, the registry and the engine pool of one process.
+pub struct Workspace {
+    store: Arc<Store>,
+    registry: Registry,
+    pool: EnginePool,
+    engine_config: EngineConfig,
+    verify: bool,
+}
+
+/// A task's models by role, ready to call.
+pub struct TaskModels {
+    /// The task model's engine (the run records its model and fingerprint).
+    pub engine: Arc<Engine>,
+    pub judges: Vec<(String, Arc<Engine>)>,
+}
+
+impl Workspace {
+    /// Opens (or creates) the store and reads the registry; loads no model.
+    pub fn open(config: &WorkspaceConfig) -> Result<Workspace, WorkspaceError> {
+        Ok(Workspace {
+            store: Arc::new(Store::open(&config.store)?),
+            registry: Registry::open(&config.models_dir)?,
+            pool: EnginePool::new(),
+            engine_config: config.engine.clone(),
+            verify: config.verify,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn engine_config(&self) -> &EngineConfig {
+        &self.engine_config
+    }
+
+    /// The engine of the pinned model `name`, loaded once per process.
+    pub fn engine(&self, name: &str) -> Result<Arc<Engine>, WorkspaceError> {
+        self.engine_with(name, &self.engine_config)
+    }
+
+    /// The engine of `name` under another configuration (the scheduler benchmark's modes).
+    pub fn engine_with(
+        &self,
+        name: &str,
+        config: &EngineConfig,
+    ) -> Result<Arc<Engine>, WorkspaceError> {
+        Ok(self
+            .pool
+            .get(&self.registry, &self.store, name, config, self.verify)?)
+    }
+
+    /// A newly loaded engine of `name`, outside the pool (a benchmark that must start cold).
+    pub fn fresh_engine(
+        &self,
+        name: &str,
+        config: &EngineConfig,
+    ) -> Result<Engine, WorkspaceError> {
+        Ok(load_engine(
+            &self.registry,
+            &self.store,
+            name,
+            self.verify,
+            config.clone(),
+        )?)
+    }
+
+    /// Loads the engines of every model `task` needs, by role.
+    pub fn task_models(&self, task: &Task) -> Result<TaskModels, WorkspaceError> {
+        let roles = RoleModels::of(task);
+        let engine = self.engine(&roles.task)?;
+        let judges = roles
+            .judges
+            .iter()
+            .map(|model| Ok((model.clone(), self.engine(model)?)))
+            .collect::<Result<_, WorkspaceError>>()?;
+        Ok(TaskModels { engine, judges })
+    }
+
+    /// Begins a run of `kind` whose main engine is `engine`.
+    pub fn begin_run(
+        &self,
+        kind: RunKind,
+        config: serde_json::Value,
+        seed: Option<u64>,
+        engine: &Engine,
+        cancel: CancellationToken,
+    ) -> Result<RunHandle, WorkspaceError> {
+        RunHandle::begin(
+            &self.store,
+            kind,
+            config,
+            seed,
+            (Some(engine.model_sha256()), engine.fingerprint()),
+            cancel,
+        )
+    }
+
+    /// Replaces `task`'s program with a stored artifact's (by hash, prefix or promoted name)
+    /// after checking that it may run on this task and its model; returns the artifact's hash.
+    pub fn use_artifact(
+        &self,
+        task: &mut Task,
+        reference: Option<&str>,
+    ) -> Result<Option<String>, WorkspaceError> {
+        let Some(reference) = reference else {
+            return Ok(None);
+        };
+        let stored = self.store.artifact(reference)?;
+        let pin = self.registry.get(&task.task.model)?;
+        stored.artifact.check_runs_on(
+            &stored.hash,
+            &task.task.name,
+            (&pin.name, &pin.sha256),
+            &task.example_inputs(),
+        )?;
+        task.program = stored.artifact.program;
+        Ok(Some(stored.hash))
+    }
+}
+
+impl TaskModels {
+    /// The task's generator and judges for `run`, in the scheduler queue `group`.
+    pub fn for_run(
+        &self,
+        run: &RunHandle,
+        task_model: &str,
+        group: u64,
+        use_cache: bool,
+    ) -> (Arc<dyn crate::lm::Lm>, Judges) {
+        let lm: Arc<dyn crate::lm::Lm> =
+            Arc::new(run.generator(Arc::clone(&self.engine), group, use_cache));
+        let judges = self
+            .judges
+            .iter()
+            .fold(Judges::new(task_model), |judges, (model, engine)| {
+                judges.with(
+                    model.clone(),
+                    Arc::new(run.generator(Arc::clone(engine), group, use_cache)),
+                )
+            });
+        (lm, judges)
+    }
+}

@@ -1,0 +1,508 @@
+//! Optimization runs: start one from task files, resume one from the store, or rerun one from
+//! its stored inputs and compare the two.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{RunHandle, RunKind, Workspace, WorkspaceError};
+use crate::artifact::{short, ArtifactModel};
+use crate::dataset;
+use crate::observe::{Observer, Silent};
+use crate::optimize::budget::format_duration;
+use crate::optimize::run::LoopContext;
+use crate::optimize::{run_loop, Budget, LoopOutcome, LoopSpec, OptimizerConfig, Tracker};
+use crate::store::{OptimizationRow, RunRecord, RunStatus, RunSummary};
+use crate::task::Task;
+use tokio_util::sync::CancellationToken;
+
+/// What to optimize, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizeRequest {
+    /// Task files; each runs with each optimizer as its own loop.
+    pub tasks: Vec<PathBuf>,
+    pub optimizers: Vec<OptimizerConfig>,
+    pub budget: Budget,
+    /// Overrides each task's seed.
+    pub seed: Option<u64>,
+    /// Start from this stored artifact (hash, prefix or promoted name) instead of the task's
+    /// program.
+    pub program: Option<String>,
+    /// Point this name at the result (a run of one loop only).
+    pub promote: Option<String>,
+}
+
+/// Makes the observer of each loop of a run (a progress bar, a status record).
+pub trait LoopObservers: Send + Sync {
+    /// The observer of the loop labelled `label` (`task · optimizer`), which counts against
+    /// `tracker`.
+    fn observer(&self, label: &str, tracker: &Arc<Tracker>) -> Arc<dyn Observer>;
+}
+
+impl LoopObservers for Silent {
+    fn observer(&self, _label: &str, _tracker: &Arc<Tracker>) -> Arc<dyn Observer> {
+        Arc::new(Silent)
+    }
+}
+
+/// How an optimization run went: each loop's outcome (or error), in loop order, and the run's
+/// totals.
+#[derive(Debug, Clone)]
+pub struct OptimizeReport {
+    pub run: RunRecord,
+    pub outcomes: Vec<Result<LoopOutcome, String>>,
+    pub summary: RunSummary,
+    pub wall_seconds: f64,
+}
+
+/// A rerun's report and where it departs from the original.
+#[derive(Debug, Clone)]
+pub struct RerunReport {
+    pub original: String,
+    pub report: OptimizeReport,
+    pub departures: Vec<String>,
+}
+
+/// Starts an optimization run: one loop per task and optimizer, all sharing the engine pool
+/// and taking turns in the scheduler.
+pub async fn optimize(
+    ws: &Workspace,
+    request: &OptimizeRequest,
+    observers: &dyn LoopObservers,
+    cancel: CancellationToken,
+) -> Result<OptimizeReport, WorkspaceError> {
+    let mut configs: Vec<OptimizerConfig> = Vec::new();
+    for config in &request.optimizers {
+        config
+            .validate()
+            .map_err(|e| WorkspaceError::Invalid(format!("optimizer {}: {e}", config.name())))?;
+        if !configs.contains(config) {
+            configs.push(config.clone());
+        }
+    }
+    if configs.is_empty() || request.tasks.is_empty() {
+        return Err(WorkspaceError::Invalid(
+            "an optimization needs at least one task and one optimizer".into(),
+        ));
+    }
+    let mut loops = Vec::new();
+    for path in &request.tasks {
+        let mut task = Task::load(path)?;
+        let parent = ws.use_artifact(&mut task, request.program.as_deref())?;
+        let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
+        let pin = ws.registry().get(&task.task.model)?;
+        for config in &configs {
+            loops.push(LoopSpec {
+                task_file: path.display().to_string(),
+                task_source: task.source.clone(),
+                program: task.program.clone(),
+                parent: parent.clone(),
+                optimizer: config.clone(),
+                seed: request.seed.unwrap_or(task.task.seed),
+                model: ArtifactModel {
+                    name: pin.name.clone(),
+                    sha256: pin.sha256.clone(),
+                },
+                train: data.train.0.examples.clone(),
+                val: data.val.0.examples.clone(),
+                test: data.test.0.examples.clone(),
+                train_hash: data.train.0.hash.clone(),
+                val_hash: data.val.0.hash.clone(),
+                test_hash: data.test.0.hash.clone(),
+            });
+        }
+    }
+    if request.promote.is_some() && loops.len() != 1 {
+        return Err(WorkspaceError::Invalid(format!(
+            "promoting names one result, but this run has {} loops",
+            loops.len()
+        )));
+    }
+    let first = ws.engine(&loops[0].model.name)?;
+    let run = ws.begin_run(
+        RunKind::Optimize,
+        serde_json::json!({
+            "tasks": request.tasks,
+            "optimizers": configs,
+            "budget": request.budget,
+            "seed": request.seed,
+            "engine": ws.engine_config(),
+            "promote": request.promote,
+        }),
+        Some(loops[0].seed),
+        &first,
+        cancel,
+    )?;
+    let mut pending = Vec::new();
+    for (index, spec) in loops.into_iter().enumerate() {
+        let task = spec.task()?;
+        let id = ws.store().begin_optimization(
+            run.id,
+            index as i64,
+            &task.task.name,
+            spec.optimizer.name(),
+            &serde_json::to_value(&spec).expect("loop specs serialize"),
+        )?;
+        pending.push((id, spec));
+    }
+    let outcomes = execute(ws, &run, pending, &request.budget, true, observers).await?;
+    if let (Some(name), Some(Ok(outcome))) = (&request.promote, outcomes.first()) {
+        ws.store().promote(name, &outcome.artifact_hash)?;
+    }
+    report(ws, &run.uid, outcomes)
+}
+
+/// Continues an interrupted or failed optimization run from the store: finished loops are
+/// read back, the others run again, reading back every stored result instead of recomputing
+/// it.
+pub async fn resume(
+    ws: &Workspace,
+    run_ref: &str,
+    observers: &dyn LoopObservers,
+    cancel: CancellationToken,
+) -> Result<OptimizeReport, WorkspaceError> {
+    let stored = optimization_run(ws, run_ref, "resumed")?;
+    let rows = ws.store().optimizations(stored.id)?;
+    let mut outcomes: Vec<Option<Result<LoopOutcome, String>>> = vec![None; rows.len()];
+    let mut pending = Vec::new();
+    for (position, row) in rows.iter().enumerate() {
+        match finished_outcome(&stored, row)? {
+            Some(outcome) => outcomes[position] = Some(Ok(outcome)),
+            None => pending.push((position, row.id, stored_loop(&stored, row)?)),
+        }
+    }
+    if !pending.is_empty() {
+        let budget = stored_budget(&stored)?;
+        let specs: Vec<&LoopSpec> = pending.iter().map(|(_, _, s)| s).collect();
+        check_pins(ws, &stored, &specs)?;
+        let run = RunHandle::reopen(ws.store(), stored.id, stored.uid.clone(), cancel)?;
+        let resumed = execute(
+            ws,
+            &run,
+            pending
+                .iter()
+                .map(|(_, id, spec)| (*id, spec.clone()))
+                .collect(),
+            &budget,
+            true,
+            observers,
+        )
+        .await?;
+        for ((position, _, _), outcome) in pending.iter().zip(resumed) {
+            outcomes[*position] = Some(outcome);
+        }
+        if let Some(name) = stored.config["promote"].as_str() {
+            if let Some(Some(Ok(outcome))) = outcomes.first() {
+                ws.store().promote(name, &outcome.artifact_hash)?;
+            }
+        }
+    }
+    report(ws, &stored.uid, outcomes.into_iter().flatten().collect())
+}
+
+/// Starts a new run from the stored inputs of an optimization run (not from files), and
+/// compares every candidate, result, artifact and score with the original's.
+pub async fn rerun(
+    ws: &Workspace,
+    run_ref: &str,
+    use_cache: bool,
+    observers: &dyn LoopObservers,
+    cancel: CancellationToken,
+) -> Result<RerunReport, WorkspaceError> {
+    let original = optimization_run(ws, run_ref, "rerun")?;
+    let rows = ws.store().optimizations(original.id)?;
+    let specs = rows
+        .iter()
+        .map(|row| stored_loop(&original, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first_spec) = specs.first() else {
+        return Err(WorkspaceError::Invalid(format!(
+            "run {} has no optimization loops",
+            original.uid
+        )));
+    };
+    check_pins(ws, &original, &specs.iter().collect::<Vec<_>>())?;
+    let budget = stored_budget(&original)?;
+    let first = ws.engine(&first_spec.model.name)?;
+    let mut config = original.config.clone();
+    config["rerun_of"] = serde_json::Value::String(original.uid.clone());
+    config["engine"] = serde_json::to_value(ws.engine_config()).expect("configs serialize");
+    let run = ws.begin_run(
+        RunKind::Optimize,
+        config,
+        original.seed.map(|s| s as u64),
+        &first,
+        cancel,
+    )?;
+    let mut pending = Vec::new();
+    for (row, spec) in rows.iter().zip(specs) {
+        let id = ws.store().begin_optimization(
+            run.id,
+            row.loop_index,
+            &row.task,
+            &row.optimizer,
+            &row.config,
+        )?;
+        pending.push((id, spec));
+    }
+    let outcomes = execute(ws, &run, pending, &budget, use_cache, observers).await?;
+    let departures = crate::audit::compare_runs(ws.store(), original.id, run.id)?;
+    Ok(RerunReport {
+        original: original.uid,
+        report: report(ws, &run.uid, outcomes)?,
+        departures,
+    })
+}
+
+/// The stored optimization run `run_ref`; `what` says what was to be done with it.
+fn optimization_run(
+    ws: &Workspace,
+    run_ref: &str,
+    what: &str,
+) -> Result<RunRecord, WorkspaceError> {
+    let run = ws.store().run(run_ref)?;
+    if run.kind != RunKind::Optimize.as_str() {
+        return Err(WorkspaceError::Invalid(format!(
+            "run {} is a `{}` run; only optimization runs can be {what} (`tuningfork replay` checks any run's calls)",
+            run.uid, run.kind
+        )));
+    }
+    Ok(run)
+}
+
+/// A finished loop's stored outcome; `None` when the loop has to run (again).
+fn finished_outcome(
+    run: &RunRecord,
+    row: &OptimizationRow,
+) -> Result<Option<LoopOutcome>, WorkspaceError> {
+    if !row.status.is_finished() {
+        return Ok(None);
+    }
+    let summary = row.summary.clone().ok_or_else(|| {
+        WorkspaceError::Invalid(format!(
+            "loop {} of run {} is {} but has no stored outcome; the store was altered",
+            row.loop_index, run.uid, row.status
+        ))
+    })?;
+    serde_json::from_value(summary).map(Some).map_err(|e| {
+        WorkspaceError::Invalid(format!(
+            "the outcome of loop {} of run {} cannot be read back ({e}); the store was altered",
+            row.loop_index, run.uid
+        ))
+    })
+}
+
+/// A stored loop's spec, read back from its row.
+fn stored_loop(run: &RunRecord, row: &OptimizationRow) -> Result<LoopSpec, WorkspaceError> {
+    serde_json::from_value(row.config.clone()).map_err(|e| {
+        WorkspaceError::Invalid(format!(
+            "loop {} of run {} cannot be read back ({e}); the store was altered",
+            row.loop_index, run.uid
+        ))
+    })
+}
+
+/// The budget a run was started with. One that cannot be read back is an error: resuming
+/// without the budget would silently run unlimited.
+fn stored_budget(run: &RunRecord) -> Result<Budget, WorkspaceError> {
+    serde_json::from_value(run.config["budget"].clone()).map_err(|e| {
+        WorkspaceError::Invalid(format!(
+            "the budget of run {} cannot be read back ({e}); the store was altered, so the run is not continued without it",
+            run.uid
+        ))
+    })
+}
+
+/// Refuses a stored run whose models are no longer pinned to the sha256 it used.
+fn check_pins(ws: &Workspace, run: &RunRecord, specs: &[&LoopSpec]) -> Result<(), WorkspaceError> {
+    for spec in specs {
+        let pin = ws.registry().get(&spec.model.name)?;
+        if pin.sha256 != spec.model.sha256 {
+            return Err(WorkspaceError::Invalid(format!(
+                "run {} used model `{}` with sha256 {}, but it is now pinned to {}; restore the pin to continue",
+                run.uid, spec.model.name, spec.model.sha256, pin.sha256
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the loops concurrently and records how the run ended. A cancelled run stops its
+/// loops, is marked interrupted and returns [`WorkspaceError::Interrupted`].
+async fn execute(
+    ws: &Workspace,
+    run: &RunHandle,
+    loops: Vec<(i64, LoopSpec)>,
+    budget: &Budget,
+    use_cache: bool,
+    observers: &dyn LoopObservers,
+) -> Result<Vec<Result<LoopOutcome, String>>, WorkspaceError> {
+    let tracker = Arc::new(Tracker::new(budget.clone()));
+    let mut set = tokio::task::JoinSet::new();
+    for (position, (optimization_id, spec)) in loops.into_iter().enumerate() {
+        let task = spec.task()?;
+        let models = ws.task_models(&task)?;
+        let (lm, judges) = models.for_run(run, &task.task.model, run.group(position), use_cache);
+        let observer = observers.observer(
+            &format!("{} · {}", task.task.name, spec.optimizer.name()),
+            &tracker,
+        );
+        let context = LoopContext {
+            store: Arc::clone(ws.store()),
+            optimization_id,
+            run_uid: run.uid.clone(),
+            lm,
+            judges,
+            tracker: Arc::clone(&tracker),
+            observer,
+        };
+        set.spawn(async move {
+            let result = run_loop(&spec, context).await;
+            (position, result.map_err(|e| e.to_string()))
+        });
+    }
+    let mut results: Vec<Option<Result<LoopOutcome, String>>> = vec![None; set.len()];
+    let joined = run
+        .drive(async {
+            while let Some(joined) = set.join_next().await {
+                let (position, result) = joined.expect("loops do not panic");
+                results[position] = Some(result);
+            }
+            Ok::<_, WorkspaceError>(())
+        })
+        .await;
+    // `drive` recorded the run as completed or interrupted; a loop that failed fails it.
+    joined?;
+    let results: Vec<Result<LoopOutcome, String>> = results
+        .into_iter()
+        .map(|r| r.expect("every loop ended"))
+        .collect();
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(String::as_str))
+        .collect();
+    if !failures.is_empty() {
+        ws.store()
+            .finish_run(run.id, RunStatus::Failed, Some(&failures.join("; ")))?;
+    }
+    Ok(results)
+}
+
+fn report(
+    ws: &Workspace,
+    run_uid: &str,
+    outcomes: Vec<Result<LoopOutcome, String>>,
+) -> Result<OptimizeReport, WorkspaceError> {
+    let run = ws.store().run(run_uid)?;
+    let summary = ws.store().summarize(run.clone())?;
+    let wall_seconds = ws.store().run_seconds(run.id)?;
+    Ok(OptimizeReport {
+        run,
+        outcomes,
+        summary,
+        wall_seconds,
+    })
+}
+
+impl OptimizeReport {
+    /// The first loop error, if a loop failed.
+    pub fn first_error(&self) -> Option<&str> {
+        self.outcomes
+            .iter()
+            .find_map(|o| o.as_ref().err().map(String::as_str))
+    }
+
+    /// The report as JSON: the run, each loop's outcome, and the totals.
+    pub fn to_json(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            run: &'a str,
+            status: RunStatus,
+            loops: Vec<serde_json::Value>,
+            calls: i64,
+            cache_hits: i64,
+            tokens: i64,
+            wall_seconds: f64,
+        }
+        serde_json::to_value(Json {
+            run: &self.run.uid,
+            status: self.run.status,
+            loops: self
+                .outcomes
+                .iter()
+                .map(|o| match o {
+                    Ok(outcome) => serde_json::to_value(outcome).expect("outcomes serialize"),
+                    Err(e) => serde_json::json!({ "error": e }),
+                })
+                .collect(),
+            calls: self.summary.calls,
+            cache_hits: self.summary.cache_hits,
+            tokens: self.summary.prompt_tokens + self.summary.completion_tokens,
+            wall_seconds: self.wall_seconds,
+        })
+        .expect("reports serialize")
+    }
+}
+
+fn score(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.3}"))
+}
+
+/// The baseline vs optimized table of every loop, then the run's totals.
+impl std::fmt::Display for OptimizeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for outcome in &self.outcomes {
+            writeln!(f)?;
+            let o = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    writeln!(f, "a loop failed: {e}")?;
+                    continue;
+                }
+            };
+            writeln!(f, "{} · {} — {}", o.task, o.optimizer, o.status)?;
+            if let Some(reason) = &o.stop_reason {
+                writeln!(f, "  stopped early: {reason}")?;
+            }
+            writeln!(f, "  {:<10} {:>7} {:>7}", "", "val", "test")?;
+            writeln!(
+                f,
+                "  {:<10} {:>7} {:>7}",
+                "baseline",
+                score(o.baseline.val),
+                score(Some(o.baseline.test))
+            )?;
+            writeln!(
+                f,
+                "  {:<10} {:>7} {:>7}   test {:+.3}",
+                "optimized",
+                score(o.optimized.val),
+                score(Some(o.optimized.test)),
+                o.optimized.test - o.baseline.test
+            )?;
+            writeln!(
+                f,
+                "  chose `{}` of {} candidates ({} demonstrations)",
+                o.chosen, o.candidates, o.demos
+            )?;
+            writeln!(
+                f,
+                "  artifact {} (parent {})",
+                short(&o.artifact_hash),
+                short(&o.baseline_hash)
+            )?;
+        }
+        writeln!(f)?;
+        write!(
+            f,
+            "run {} ({}): {} calls, {} from the cache, {} tokens, {}",
+            self.run.id,
+            self.run.uid,
+            self.summary.calls,
+            self.summary.cache_hits,
+            self.summary.prompt_tokens + self.summary.completion_tokens,
+            format_duration(self.wall_seconds.round() as u64)
+        )
+    }
+}
