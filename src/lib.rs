@@ -21,3 +21,8 @@ pub mod random;
 pub mod store;
 pub mod task;
 pub mod workspace;
+
+/// The README's Rust examples, compiled with the doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tuningfork::workspace::WorkspaceError;
 
 fn main() -> ExitCode {
     let args = cli::args::Cli::parse();
@@ -32,6 +33,10 @@ fn main() -> ExitCode {
                 .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
             {
                 return ExitCode::SUCCESS;
+            }
+            if let Some(WorkspaceError::Interrupted { run }) = err.downcast_ref() {
+                eprintln!("{err}; an optimization continues with: tuningfork resume {run}");
+                return ExitCode::from(130);
             }
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {

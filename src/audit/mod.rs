@@ -54,8 +54,8 @@ pub fn compare_runs(store: &Store, original: i64, rerun: i64) -> Result<Vec<Stri
                         departures.push(format!(
                             "{name}: candidate #{i} `{}` has program {}, the rerun {}",
                             p.label,
-                            &p.program_hash[..12],
-                            &q.program_hash[..12]
+                            crate::artifact::short(&p.program_hash),
+                            crate::artifact::short(&q.program_hash)
                         ));
                     } else if p.val_score != q.val_score {
                         departures.push(format!(
@@ -120,8 +120,8 @@ pub fn compare_runs(store: &Store, original: i64, rerun: i64) -> Result<Vec<Stri
                 if p.artifact_hash != q.artifact_hash {
                     departures.push(format!(
                         "{name}: the result is artifact {}, the rerun's {}",
-                        &p.artifact_hash[..12],
-                        &q.artifact_hash[..12]
+                        crate::artifact::short(&p.artifact_hash),
+                        crate::artifact::short(&q.artifact_hash)
                     ));
                 }
                 if p.baseline != q.baseline || p.optimized != q.optimized {

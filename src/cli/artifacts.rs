@@ -39,7 +39,7 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
                 };
                 println!(
                     "{:<14} {:<16} {:<14} {:>7} {:>7}  {}",
-                    &stored.hash[..12],
+                    tuningfork::artifact::short(&stored.hash),
                     a.task,
                     a.model.name,
                     score("val"),

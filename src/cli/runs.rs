@@ -123,7 +123,7 @@ fn show(global: &GlobalArgs, id: &str, full: bool, json: bool) -> Result<()> {
                 candidate
                     .val_score
                     .map_or("-".to_string(), |v| format!("{v:.3}")),
-                &candidate.program_hash[..12]
+                tuningfork::artifact::short(&candidate.program_hash)
             );
         }
         if let Some(hash) = &loop_row.artifact_hash {
@@ -135,7 +135,7 @@ fn show(global: &GlobalArgs, id: &str, full: bool, json: bool) -> Result<()> {
         println!(
             "call {}  {}  {} + {} tokens  {:.0} ms  {}{}",
             call.id,
-            &call.request_hash[..12],
+            tuningfork::artifact::short(&call.request_hash),
             call.prompt_tokens,
             call.completion_tokens,
             call.latency_ms,

@@ -10,13 +10,13 @@
 //! the store, the engine's worker or the cache; programs and metrics depend on it, not on the
 //! generator.
 
-//TMP mod fake;
-//TMP pub mod gbnf;
+mod fake;
+pub mod gbnf;
 
 use std::future::Future;
 use std::pin::Pin;
 
-//TMP pub use fake::{FakeCall, FakeLm};
+pub use fake::{FakeCall, FakeLm};
 
 use crate::engine::{Completion, GenerationRequest};
 

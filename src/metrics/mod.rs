@@ -499,4 +499,41 @@ mod tests {
             .to_string();
         assert!(missing.contains("cannot start"), "{missing}");
     }
+
+    #[test]
+    fn each_judge_of_a_weighted_metric_is_graded_by_its_own_model() {
+        let m = parse(
+            "kind = \"weighted\"\n\
+             [[parts]]\nweight = 1.0\nkind = \"judge\"\nmodel = \"strict\"\ninstructions = \"Be strict.\"\n\
+             [[parts]]\nweight = 1.0\nkind = \"judge\"\ninstructions = \"Be kind.\"\n",
+        );
+        assert_eq!(m.judge_models("task-model"), ["strict", "task-model"]);
+        let fake = |reply: &'static str| {
+            std::sync::Arc::new(
+                crate::lm::FakeLm::new(0).with_script(move |_| Some(reply.to_string())),
+            )
+        };
+        let strict = fake("score: 0\nfeedback: wrong city");
+        let kind = fake("score: 1\nfeedback: fine");
+        let judges = Judges::new("task-model")
+            .with("strict", strict.clone())
+            .with("task-model", kind.clone());
+        let s = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(m.score(&values(&[]), &values(&[("a", json!("x"))]), &judges))
+            .unwrap();
+        assert_eq!(s.score, 0.5);
+        assert_eq!(s.feedback.as_deref(), Some("wrong city; fine"));
+        assert_eq!((strict.call_count(), kind.call_count()), (1, 1));
+        assert!(strict.calls()[0].prompt.contains("Be strict."));
+        assert!(kind.calls()[0].prompt.contains("Be kind."));
+        let missing = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(m.score(&values(&[]), &values(&[]), &Judges::new("task-model")))
+            .unwrap_err();
+        assert!(missing.to_string().contains("`strict`"), "{missing}");
+    }
 }

@@ -17,6 +17,8 @@ pub mod budget;
 mod fewshot;
 pub mod run;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;

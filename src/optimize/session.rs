@@ -317,7 +317,7 @@ impl Session {
                     "candidate #{} ({}) has program {}, but the stored run has {}",
                     candidate.ordinal,
                     candidate.label,
-                    &candidate.hash[..12],
+                    crate::artifact::short(&candidate.hash),
                     &stored[..stored.len().min(12)]
                 )));
             }

@@ -59,7 +59,11 @@ fn examples(split: &str, n: usize) -> Vec<Example> {
 
 fn spec(optimizer: OptimizerConfig) -> LoopSpec {
     let task = Task::parse(TASK, Path::new("fake.toml"), ".".into()).unwrap();
-    let (train, val, test) = (examples("train", 12), examples("val", 6), examples("test", 6));
+    let (train, val, test) = (
+        examples("train", 12),
+        examples("val", 6),
+        examples("test", 6),
+    );
     let hash = |name, examples: &Vec<Example>| Split::new(name, examples.clone()).hash;
     LoopSpec {
         task_file: "fake.toml".into(),
@@ -108,7 +112,10 @@ fn oracle(knows: impl Fn(&str) -> bool + Send + Sync + 'static) -> FakeLm {
         .map(|e| {
             (
                 e.values["review"].as_str().unwrap().to_string(),
-                LABELS.iter().find(|l| e.values["sentiment"] == **l).unwrap(),
+                LABELS
+                    .iter()
+                    .find(|l| e.values["sentiment"] == **l)
+                    .unwrap(),
             )
         })
         .map(|(r, l)| (r, *l))
@@ -116,7 +123,11 @@ fn oracle(knows: impl Fn(&str) -> bool + Send + Sync + 'static) -> FakeLm {
     FakeLm::new(1).with_script(move |call| {
         let review = review_of(call);
         let right = gold.get(&review).copied().unwrap_or("neutral");
-        let wrong = if right == "positive" { "negative" } else { "positive" };
+        let wrong = if right == "positive" {
+            "negative"
+        } else {
+            "positive"
+        };
         Some(format!(
             "sentiment: {}",
             if knows(&review) { right } else { wrong }
@@ -226,10 +237,16 @@ fn bootstrap_keeps_the_first_passing_traces_in_training_order_then_fills_with_la
     let knows = |r: &str| ["train review 5", "train review 7", "train review 8"].contains(&r);
     let lm = Arc::new(oracle(knows));
     let l = Loop::new(&spec);
-    let outcome = l.run(&spec, &lm, Budget::default(), Arc::new(Silent)).unwrap();
+    let outcome = l
+        .run(&spec, &lm, Budget::default(), Arc::new(Silent))
+        .unwrap();
     let demos = demo_reviews(&l.chosen_program(&outcome));
     assert_eq!(demos.len(), 4, "{demos:?}");
-    assert_eq!(demos[..2], ["train review 5", "train review 7"], "{demos:?}");
+    assert_eq!(
+        demos[..2],
+        ["train review 5", "train review 7"],
+        "{demos:?}"
+    );
     assert!(
         demos[2..].iter().all(|d| !demos[..2].contains(d)),
         "the labeled fill takes untraced examples: {demos:?}"
@@ -237,7 +254,10 @@ fn bootstrap_keeps_the_first_passing_traces_in_training_order_then_fills_with_la
     // Bootstrapped demonstrations carry the teacher's outputs; they were right, so they
     // equal the labels.
     let program = l.chosen_program(&outcome);
-    assert_eq!(program.steps[0].demos[0].outputs["sentiment"], json!("neutral"));
+    assert_eq!(
+        program.steps[0].demos[0].outputs["sentiment"],
+        json!("neutral")
+    );
 }
 
 #[test]
@@ -249,7 +269,9 @@ fn random_search_breaks_ties_by_the_earliest_proposal() {
     // Every program scores the same: the baseline (candidate 0) must win.
     let lm = Arc::new(oracle(|_| false));
     let l = Loop::new(&spec);
-    let outcome = l.run(&spec, &lm, Budget::default(), Arc::new(Silent)).unwrap();
+    let outcome = l
+        .run(&spec, &lm, Budget::default(), Arc::new(Silent))
+        .unwrap();
     assert_eq!(outcome.chosen, "baseline");
     assert!(outcome.candidates > 3, "{outcome:?}");
     assert_eq!(outcome.artifact_hash, outcome.baseline_hash);
@@ -264,10 +286,14 @@ fn a_resumed_loop_asks_for_nothing_it_already_has() {
     let knows = |r: &str| r.ends_with('1') || r.ends_with('4');
     let l = Loop::new(&spec);
     let first = Arc::new(oracle(knows));
-    let outcome = l.run(&spec, &first, Budget::default(), Arc::new(Silent)).unwrap();
+    let outcome = l
+        .run(&spec, &first, Budget::default(), Arc::new(Silent))
+        .unwrap();
     assert!(first.call_count() > 0);
     let again = Arc::new(oracle(knows));
-    let resumed = l.run(&spec, &again, Budget::default(), Arc::new(Silent)).unwrap();
+    let resumed = l
+        .run(&spec, &again, Budget::default(), Arc::new(Silent))
+        .unwrap();
     assert_eq!(again.call_count(), 0, "every result was read back");
     assert_eq!(resumed, outcome);
 }
@@ -298,7 +324,10 @@ fn a_calls_budget_stops_at_the_same_candidate_every_time() {
     let (a, scored_a, calls_a) = stop();
     let (b, scored_b, calls_b) = stop();
     assert_eq!(a.status, LoopStatus::Stopped, "{a:?}");
-    assert!(a.stop_reason.as_deref().unwrap_or("").contains("calls"), "{a:?}");
+    assert!(
+        a.stop_reason.as_deref().unwrap_or("").contains("calls"),
+        "{a:?}"
+    );
     assert_eq!((a, scored_a), (b, scored_b));
     assert_eq!(calls_a, calls_b);
 }
@@ -313,7 +342,8 @@ fn no_call_before_the_test_stage_contains_a_test_example() {
     let stages = Arc::new(Stages::default());
     *stages.lm.lock().unwrap() = Some(Arc::clone(&lm));
     let l = Loop::new(&spec);
-    l.run(&spec, &lm, Budget::default(), stages.clone()).unwrap();
+    l.run(&spec, &lm, Budget::default(), stages.clone())
+        .unwrap();
     let before = stages
         .calls_before_test
         .lock()
@@ -327,7 +357,9 @@ fn no_call_before_the_test_stage_contains_a_test_example() {
         .collect();
     assert!(leaks.is_empty(), "{} calls saw test data", leaks.len());
     assert!(
-        calls[before..].iter().all(|c| c.prompt.contains("test review")),
+        calls[before..]
+            .iter()
+            .all(|c| c.prompt.contains("test review")),
         "the test stage runs test examples only"
     );
 }

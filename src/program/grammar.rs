@@ -52,16 +52,17 @@ pub fn for_outputs(fields: &[OutputField]) -> String {
     grammar
 }
 
-/// One-line JSON: objects, arrays, strings, numbers, literals.
+/// One-line JSON: objects, arrays, strings, numbers, literals — only what JSON parsers accept
+/// (no leading zeros, exponents that fit a double, no raw control characters in strings).
 const JSON_RULES: &str = r#"object ::= "{" ws (string ":" ws value ("," ws string ":" ws value)*)? "}"
 array ::= "[" ws (value ("," ws value)*)? "]"
 value ::= object | array | string | number | "true" | "false" | "null"
-number ::= "-"? [0-9]{1,15} ("." [0-9]{1,10})? ([eE] [-+]? [0-9]{1,3})?
-string ::= "\"" ([^"\\\n] | "\\" ["\\/bfnrt])* "\"" ws
+number ::= "-"? ("0" | [1-9] [0-9]{0,14}) ("." [0-9]{1,10})? ([eE] [-+]? [0-9]{1,2})?
+string ::= "\"" ([^"\\\x00-\x1f] | "\\" ["\\/bfnrt])* "\"" ws
 ws ::= [ \t]{0,4}
 "#;
 
-const STRING_RULES: &str = r#"string ::= "\"" ([^"\\\n] | "\\" ["\\/bfnrt])* "\"" ws
+const STRING_RULES: &str = r#"string ::= "\"" ([^"\\\x00-\x1f] | "\\" ["\\/bfnrt])* "\"" ws
 ws ::= [ \t]{0,4}
 "#;
 
