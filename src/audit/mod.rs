@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod replay;
+pub mod show;
 
 use serde::Serialize;
 

@@ -2,11 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tuningfork::models::gguf_info::{self, human_count};
-use tuningfork::models::hashing::sha256_file;
-use tuningfork::models::hub::{self, HubFile};
-use tuningfork::models::{ModelPin, Source};
+use tuningfork::models::hub::HubFile;
+use tuningfork::models::pinning;
 
 use super::args::{GlobalArgs, ModelsCommand};
 use super::{open_registry, open_store};
@@ -136,125 +135,30 @@ fn verify(global: &GlobalArgs, name: Option<&str>) -> Result<()> {
 
 fn add(global: &GlobalArgs, path: &Path, name: &str) -> Result<()> {
     let mut registry = open_registry(global)?;
-    if registry.get(name).is_ok() {
-        bail!(
-            "a model named `{name}` is already pinned in {}; choose another --name",
-            registry.path().display()
-        );
-    }
-    let summary = gguf_info::inspect(path).with_context(|| {
-        format!(
-            "{} does not look like a GGUF model; only GGUF files can be pinned",
-            path.display()
-        )
-    })?;
-    let file_name = path
-        .file_name()
-        .and_then(|f| f.to_str())
-        .context("the path has no usable file name")?
-        .to_string();
-    let target = registry.dir().join(&file_name);
-    let same_file =
-        target.exists() && std::fs::canonicalize(&target).ok() == std::fs::canonicalize(path).ok();
-    if target.exists() && !same_file {
-        bail!(
-            "{} already exists; rename your file or remove the existing one",
-            target.display()
-        );
-    }
-    if !same_file {
-        std::fs::create_dir_all(registry.dir())?;
-        std::fs::copy(path, &target)
-            .with_context(|| format!("cannot copy {} to {}", path.display(), target.display()))?;
-    }
-    let sha256 = sha256_file(&target)?;
-    let size = std::fs::metadata(&target)?.len();
-    let original = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    registry.add(ModelPin {
-        name: name.to_string(),
-        file: file_name,
-        sha256: sha256.clone(),
-        size,
-        description: summary.name.clone(),
-        source: Source::Local { path: original },
-    })?;
-    println!(
-        "pinned {name}: {} ({size} bytes, sha256 {sha256})",
-        target.display()
-    );
+    let pin = registry.pin_local(path, name)?;
+    print_pinned(&registry, &pin);
     Ok(())
 }
 
 fn pull(global: &GlobalArgs, spec: HubFile, name: Option<String>) -> Result<()> {
-    let mut registry = open_registry(global)?;
-    let name = name.unwrap_or_else(|| {
-        Path::new(&spec.file)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model")
-            .to_lowercase()
-    });
-    if registry.get(&name).is_ok() {
-        bail!(
-            "a model named `{name}` is already pinned in {}; choose another --name",
-            registry.path().display()
-        );
-    }
-    if spec.revision.len() != 40 || !spec.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !pinning::is_commit(&spec.revision) {
         eprintln!(
             "warning: revision `{}` is not a commit hash; the pin records the file's sha256, so a moved branch will be refused later",
             spec.revision
         );
     }
-    let cache = hub_cache_dir();
-    let downloaded = hub::download(&spec, &cache, true)?;
-    let file_name = Path::new(&spec.file)
-        .file_name()
-        .and_then(|f| f.to_str())
-        .context("the remote file has no usable name")?
-        .to_string();
-    let target = registry.dir().join(&file_name);
-    if target.exists() {
-        bail!(
-            "{} already exists; remove it or pull under another name",
-            target.display()
-        );
-    }
-    std::fs::create_dir_all(registry.dir())?;
-    std::fs::copy(&downloaded, &target).with_context(|| {
-        format!(
-            "cannot copy {} to {}",
-            downloaded.display(),
-            target.display()
-        )
-    })?;
-    let sha256 = sha256_file(&target)?;
-    let size = std::fs::metadata(&target)?.len();
-    let description = gguf_info::inspect(&target).ok().and_then(|s| s.name);
-    registry.add(ModelPin {
-        name: name.clone(),
-        file: file_name,
-        sha256: sha256.clone(),
-        size,
-        description,
-        source: Source::Huggingface {
-            repo: spec.repo,
-            revision: spec.revision,
-            file: spec.file,
-        },
-    })?;
-    println!(
-        "pinned {name}: {} ({size} bytes, sha256 {sha256})",
-        target.display()
-    );
+    let mut registry = open_registry(global)?;
+    let pin = registry.pin_from_hub(spec, name, &pinning::hub_cache_dir())?;
+    print_pinned(&registry, &pin);
     Ok(())
 }
 
-fn hub_cache_dir() -> PathBuf {
-    std::env::var_os("TUNINGFORK_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("tuningfork")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/tuningfork")))
-        .unwrap_or_else(|| PathBuf::from(".cache/tuningfork"))
-        .join("hub")
+fn print_pinned(registry: &tuningfork::models::Registry, pin: &tuningfork::models::ModelPin) {
+    println!(
+        "pinned {}: {} ({} bytes, sha256 {})",
+        pin.name,
+        registry.file_path(pin).display(),
+        pin.size,
+        pin.sha256
+    );
 }

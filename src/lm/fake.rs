@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::gbnf::Grammar;
 use super::{Generated, Lm, LmError, LmFuture};
-use crate::engine::sampling::Rng;
 use crate::engine::{Completion, GenerationRequest, Prompt, SamplingParams, StopReason, Timings};
+use crate::random::Rng;
 
 /// One call the fake model answered.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::engine::sampling::Rng;
+use crate::random::Rng;
 
 /// Groups nested deeper than this are rejected when parsing.
 const MAX_NESTING: usize = 64;

@@ -8,6 +8,7 @@ mod error;
 pub mod gguf_info;
 pub mod hashing;
 pub mod hub;
+pub mod pinning;
 mod registry;
 
 pub use error::ModelError;
