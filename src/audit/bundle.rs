@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use std::path::Path;
+
 use crate::store::{BundleRecord, Store, StoreError};
 
 pub const BUNDLE_FORMAT: &str = "tuningfork.bundle";
@@ -83,6 +85,45 @@ pub struct BundleSummary {
     pub head: String,
     /// Records by kind.
     pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl BundleSummary {
+    /// The records by kind, as `3 runs, 865 calls, …`.
+    pub fn counts_text(&self) -> String {
+        self.counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Writes run `run_id` as a bundle to the file `out`: written beside it and renamed, so a
+/// failed export leaves no partial bundle under the name.
+pub fn export_file(store: &Store, run_id: i64, out: &Path) -> Result<BundleSummary, BundleError> {
+    let partial = out.with_extension("partial");
+    let io = |path: &Path, e: std::io::Error| {
+        BundleError::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))
+    };
+    let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let summary = export(store, run_id, &mut writer)?;
+    writer.flush().map_err(|e| io(&partial, e))?;
+    drop(writer);
+    std::fs::rename(&partial, out).map_err(|e| io(out, e))?;
+    Ok(summary)
+}
+
+/// Opens a bundle file for [`read`] or [`import`].
+pub fn open_file(path: &Path) -> Result<std::io::BufReader<std::fs::File>, BundleError> {
+    let file = std::fs::File::open(path).map_err(|e| BundleError::Invalid {
+        source_name: path.display().to_string(),
+        message: format!("cannot read it: {e}"),
+    })?;
+    Ok(std::io::BufReader::new(file))
 }
 
 /// Writes run `run_id` as a bundle; returns what it wrote.

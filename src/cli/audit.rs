@@ -1,9 +1,8 @@
 //! `tuningfork replay` and `tuningfork runs export|import|verify|audit`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tuningfork::audit::{self, bundle, ReplayOptions};
 use tuningfork::store::RunStatus;
 use tuningfork::workspace::{self, ReplayRequest};
@@ -56,48 +55,27 @@ pub fn export(global: &GlobalArgs, id: &str, out: &Path) -> Result<()> {
             run.uid
         );
     }
-    // Written next to the target and renamed, so a failed export leaves no partial bundle.
-    let partial = out.with_extension("partial");
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    let mut writer = std::io::BufWriter::new(file);
-    let summary = bundle::export(&store, run.id, &mut writer)?;
-    std::io::Write::flush(&mut writer)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
+    let summary = bundle::export_file(&store, run.id, out)?;
     println!(
         "wrote run {} to {}: {} records ({}), digest {}",
         summary.run_uid,
         out.display(),
         summary.records,
-        counts(&summary.counts),
+        summary.counts_text(),
         summary.head
     );
     Ok(())
 }
 
-fn counts(counts: &BTreeMap<String, u64>) -> String {
-    counts
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn open_bundle(file: &Path) -> Result<std::io::BufReader<std::fs::File>> {
-    let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(std::io::BufReader::new(f))
-}
-
 pub fn import(global: &GlobalArgs, file: &Path) -> Result<()> {
     let store = open_store(global)?;
-    let (run_id, summary) =
-        bundle::import(&store, &mut open_bundle(file)?, &file.display().to_string())?;
+    let name = file.display().to_string();
+    let (run_id, summary) = bundle::import(&store, &mut bundle::open_file(file)?, &name)?;
     println!(
         "imported run {} as run {run_id}: {} records ({}), digest {}",
         summary.run_uid,
         summary.records,
-        counts(&summary.counts),
+        summary.counts_text(),
         summary.head
     );
     println!("check it here with: tuningfork replay {}", summary.run_uid);
@@ -105,13 +83,13 @@ pub fn import(global: &GlobalArgs, file: &Path) -> Result<()> {
 }
 
 pub fn verify(file: &Path) -> Result<()> {
-    let (_, summary) = bundle::read(&mut open_bundle(file)?, &file.display().to_string())?;
+    let name = file.display().to_string();
+    let (_, summary) = bundle::read(&mut bundle::open_file(file)?, &name)?;
     println!(
-        "{}: intact; run {}, {} records ({}), digest {}",
-        file.display(),
+        "{name}: intact; run {}, {} records ({}), digest {}",
         summary.run_uid,
         summary.records,
-        counts(&summary.counts),
+        summary.counts_text(),
         summary.head
     );
     Ok(())

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use tuningfork::models::gguf_info::{self, human_count};
+use tuningfork::models::gguf_info;
 use tuningfork::models::hub::HubFile;
 use tuningfork::models::pinning;
 
@@ -39,22 +39,8 @@ fn list(global: &GlobalArgs) -> Result<()> {
     let registry = open_registry(global)?;
     if registry.models().is_empty() {
         println!("no models pinned in {}", registry.path().display());
-        return Ok(());
-    }
-    println!(
-        "{:<16} {:<10} {:>10}  {:<14} FILE",
-        "NAME", "PRESENT", "SIZE", "SHA256"
-    );
-    for pin in registry.models() {
-        let present = registry.file_path(pin).exists();
-        println!(
-            "{:<16} {:<10} {:>10}  {:<14} {}",
-            pin.name,
-            if present { "yes" } else { "no" },
-            format!("{:.1} MB", pin.size as f64 / 1e6),
-            &pin.sha256[..12],
-            pin.file
-        );
+    } else {
+        print!("{}", registry.table());
     }
     Ok(())
 }
@@ -78,34 +64,8 @@ fn inspect(global: &GlobalArgs, model: &str, json: bool) -> Result<()> {
     let summary = gguf_info::inspect(&path)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
-    }
-    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
-    println!("file            {}", path.display());
-    println!("gguf            {}", summary.gguf_version);
-    println!("name            {}", or_none(&summary.name));
-    println!("architecture    {}", or_none(&summary.architecture));
-    println!(
-        "parameters      {} ({})",
-        human_count(summary.parameters),
-        summary.parameters
-    );
-    println!("quantization    {}", or_none(&summary.file_type));
-    let types: Vec<String> = summary
-        .tensor_types
-        .iter()
-        .map(|(t, n)| format!("{t}×{n}"))
-        .collect();
-    println!("tensor types    {}", types.join(", "));
-    println!(
-        "context length  {}",
-        summary
-            .context_length
-            .map_or("-".to_string(), |c| c.to_string())
-    );
-    match &summary.chat_template {
-        Some(t) => println!("chat template   yes ({} chars)", t.len()),
-        None => println!("chat template   none (conversations use the plain format)"),
+    } else {
+        print!("{}", summary.describe(&path));
     }
     Ok(())
 }

@@ -25,6 +25,52 @@ pub struct GgufSummary {
     pub metadata_keys: usize,
 }
 
+impl GgufSummary {
+    /// The summary as a person reads it, for the file at `path`.
+    pub fn describe(&self, path: &Path) -> String {
+        let mut out = String::new();
+        self.write(&mut out, path)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    fn write(&self, out: &mut String, path: &Path) -> std::fmt::Result {
+        use std::fmt::Write;
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+        writeln!(out, "file            {}", path.display())?;
+        writeln!(out, "gguf            {}", self.gguf_version)?;
+        writeln!(out, "name            {}", or_none(&self.name))?;
+        writeln!(out, "architecture    {}", or_none(&self.architecture))?;
+        writeln!(
+            out,
+            "parameters      {} ({})",
+            human_count(self.parameters),
+            self.parameters
+        )?;
+        writeln!(out, "quantization    {}", or_none(&self.file_type))?;
+        let types: Vec<String> = self
+            .tensor_types
+            .iter()
+            .map(|(t, n)| format!("{t}×{n}"))
+            .collect();
+        writeln!(out, "tensor types    {}", types.join(", "))?;
+        writeln!(
+            out,
+            "context length  {}",
+            self.context_length
+                .map_or("-".to_string(), |c| c.to_string())
+        )?;
+        match &self.chat_template {
+            Some(t) => writeln!(out, "chat template   yes ({} chars)", t.len()),
+            None => writeln!(
+                out,
+                "chat template   none (conversations use the plain format)"
+            ),
+        }?;
+        Ok(())
+    }
+}
+
 /// Reads the header and tensor table of `path`.
 pub fn inspect(path: &Path) -> Result<GgufSummary, ModelError> {
     let gguf_error = |message: String| ModelError::Gguf {

@@ -90,6 +90,34 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The pins as a table: name, whether the file is present, size, sha256, file.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut write = || -> std::fmt::Result {
+            writeln!(
+                out,
+                "{:<16} {:<10} {:>10}  {:<14} FILE",
+                "NAME", "PRESENT", "SIZE", "SHA256"
+            )?;
+            for pin in self.models() {
+                let present = self.file_path(pin).exists();
+                writeln!(
+                    out,
+                    "{:<16} {:<10} {:>10}  {:<14} {}",
+                    pin.name,
+                    if present { "yes" } else { "no" },
+                    format!("{:.1} MB", pin.size as f64 / 1e6),
+                    &pin.sha256[..12],
+                    pin.file
+                )?;
+            }
+            Ok(())
+        };
+        write().expect("writing to a String cannot fail");
+        out
+    }
+
     /// The registry file inside `dir`.
     pub fn file_in(dir: &Path) -> PathBuf {
         dir.join("models.toml")
