@@ -5,7 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tuningfork::workspace::WorkspaceError;
+use tuningfork::workspace::{RunKind, WorkspaceError};
 
 fn main() -> ExitCode {
     let args = cli::args::Cli::parse();
@@ -34,9 +34,20 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            if let Some(WorkspaceError::Interrupted { run }) = err.downcast_ref() {
-                eprintln!("{err}; an optimization continues with: tuningfork resume {run}");
-                return ExitCode::from(130);
+            match err.downcast_ref() {
+                Some(WorkspaceError::Interrupted { run, kind }) => {
+                    if *kind == RunKind::Optimize {
+                        eprintln!("{err}; continue it with: tuningfork resume {run}");
+                    } else {
+                        eprintln!("{err}");
+                    }
+                    return ExitCode::from(130);
+                }
+                Some(WorkspaceError::Cancelled) => {
+                    eprintln!("{err}");
+                    return ExitCode::from(130);
+                }
+                _ => {}
             }
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {

@@ -85,6 +85,10 @@ impl Runner {
         runtime.spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 on_ctrl_c.cancel();
+                // A second Ctrl-C does not wait for the run to be recorded.
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
             }
         });
         Ok(Runner { runtime, cancel })

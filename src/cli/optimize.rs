@@ -60,7 +60,18 @@ pub fn resume(global: &GlobalArgs, args: ResumeArgs) -> Result<()> {
     let runner = Runner::new()?;
     let report = runner.run(workspace::resume(&ws, &args.run, &bars, runner.token()));
     bars.clear();
-    print(&report?, args.json)
+    let report = report?;
+    if report.loops_run == 0 {
+        eprintln!("run {} has nothing left to do", report.run.uid);
+    } else {
+        eprintln!(
+            "resumed run {}: {} of {} loops ran",
+            report.run.uid,
+            report.loops_run,
+            report.outcomes.len()
+        );
+    }
+    print(&report, args.json)
 }
 
 /// Starts a new run from the stored inputs of an optimization run and compares the two.

@@ -22,7 +22,7 @@ pub enum ModelError {
         registry: PathBuf,
         known: String,
     },
-    #[error("a model named `{name}` is already pinned in {registry}; choose another --name")]
+    #[error("a model named `{name}` is already pinned in {registry}; choose another name")]
     DuplicateName { name: String, registry: PathBuf },
     #[error("model `{name}` is pinned but its file {path} is missing; {fix}")]
     Missing {
@@ -50,6 +50,8 @@ pub enum ModelError {
         actual: String,
         fix: String,
     },
+    #[error("cannot pin {path}: {message}")]
+    Pin { path: PathBuf, message: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

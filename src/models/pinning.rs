@@ -13,7 +13,7 @@ impl Registry {
     /// it is already there).
     pub fn pin_local(&mut self, path: &Path, name: &str) -> Result<ModelPin, ModelError> {
         self.refuse_taken(name)?;
-        let summary = gguf_info::inspect(path).map_err(|e| ModelError::Gguf {
+        let summary = gguf_info::inspect(path).map_err(|e| ModelError::Pin {
             path: path.to_path_buf(),
             message: format!("{e}; only GGUF models can be pinned"),
         })?;
@@ -22,12 +22,9 @@ impl Registry {
         let same_file = target.exists()
             && std::fs::canonicalize(&target).ok() == std::fs::canonicalize(path).ok();
         if target.exists() && !same_file {
-            return Err(ModelError::Io {
+            return Err(ModelError::Pin {
                 path: target,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "it already exists; rename your file or remove the existing one",
-                ),
+                message: "the file already exists; rename yours or remove the existing one".into(),
             });
         }
         if !same_file {
@@ -62,12 +59,9 @@ impl Registry {
         let file_name = file_name(Path::new(&spec.file))?;
         let target = self.dir().join(&file_name);
         if target.exists() {
-            return Err(ModelError::Io {
+            return Err(ModelError::Pin {
                 path: target,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "it already exists; remove it or pull under another name",
-                ),
+                message: "the file already exists; remove it or pull under another name".into(),
             });
         }
         self.copy_in(&downloaded, &target)?;
@@ -91,9 +85,9 @@ impl Registry {
     }
 
     fn copy_in(&self, from: &Path, to: &Path) -> Result<(), ModelError> {
-        let io = |source| ModelError::Io {
+        let io = |e: std::io::Error| ModelError::Pin {
             path: to.to_path_buf(),
-            source,
+            message: format!("cannot copy {} there: {e}", from.display()),
         };
         std::fs::create_dir_all(self.dir()).map_err(io)?;
         std::fs::copy(from, to).map_err(io)?;
@@ -148,11 +142,8 @@ fn file_name(path: &Path) -> Result<String, ModelError> {
     path.file_name()
         .and_then(|f| f.to_str())
         .map(str::to_string)
-        .ok_or_else(|| ModelError::Io {
+        .ok_or_else(|| ModelError::Pin {
             path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the path has no usable file name",
-            ),
+            message: "the path has no usable file name".into(),
         })
 }

@@ -108,7 +108,7 @@ impl Registry {
                     pin.name,
                     if present { "yes" } else { "no" },
                     format!("{:.1} MB", pin.size as f64 / 1e6),
-                    &pin.sha256[..12],
+                    pin.sha256.get(..12).unwrap_or(&pin.sha256),
                     pin.file
                 )?;
             }

@@ -318,7 +318,7 @@ impl Session {
                     candidate.ordinal,
                     candidate.label,
                     crate::artifact::short(&candidate.hash),
-                    &stored[..stored.len().min(12)]
+                    crate::artifact::short(&stored)
                 )));
             }
         }

@@ -6,6 +6,12 @@
 
 use super::signature::{FieldType, OutputField};
 
+/// Bumped whenever the grammar of some output field changes. The grammar is part of every
+/// request (and so of its cache key); the version is recorded with every run, so a rerun that
+/// departs from an older run can be traced to it. Version 2: JSON numbers without leading
+/// zeros or three-digit exponents, JSON strings without raw control characters.
+pub const GRAMMAR_VERSION: u32 = 2;
+
 /// A grammar (root rule `root`) for replies that carry `fields` in order.
 pub fn for_outputs(fields: &[OutputField]) -> String {
     let mut rules = Vec::new();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::WorkspaceError;
 use crate::engine::{Engine, EngineFingerprint};
 use crate::generator::Generator;
+use crate::program::grammar::GRAMMAR_VERSION;
 use crate::program::ADAPTER_VERSION;
 use crate::random::CHOICE_RNG_VERSION;
 use crate::store::{NewRun, RunStatus, Store};
@@ -45,6 +46,7 @@ impl RunKind {
 pub struct RunHandle {
     pub id: i64,
     pub uid: String,
+    pub kind: RunKind,
     store: Arc<Store>,
     cancel: CancellationToken,
 }
@@ -61,10 +63,15 @@ impl RunHandle {
         model: (Option<&str>, &EngineFingerprint),
         cancel: CancellationToken,
     ) -> Result<RunHandle, WorkspaceError> {
+        // Cancelled while models were verified and loaded: no run is begun at all.
+        if cancel.is_cancelled() {
+            return Err(WorkspaceError::Cancelled);
+        }
         if let serde_json::Value::Object(map) = &mut config {
             map.entry("adapter_version")
                 .or_insert_with(|| ADAPTER_VERSION.into());
             map.insert("choice_rng_version".into(), CHOICE_RNG_VERSION.into());
+            map.insert("grammar_version".into(), GRAMMAR_VERSION.into());
         }
         let id = store.begin_run(&NewRun {
             kind: kind.as_str(),
@@ -76,6 +83,7 @@ impl RunHandle {
         Ok(RunHandle {
             id,
             uid: store.run(&id.to_string())?.uid,
+            kind,
             store: Arc::clone(store),
             cancel,
         })
@@ -84,14 +92,19 @@ impl RunHandle {
     /// A handle on a stored run that goes on (a resumed optimization).
     pub fn reopen(
         store: &Arc<Store>,
+        kind: RunKind,
         id: i64,
         uid: String,
         cancel: CancellationToken,
     ) -> Result<RunHandle, WorkspaceError> {
+        if cancel.is_cancelled() {
+            return Err(WorkspaceError::Cancelled);
+        }
         store.reopen_run(id)?;
         Ok(RunHandle {
             id,
             uid,
+            kind,
             store: Arc::clone(store),
             cancel,
         })
@@ -110,10 +123,6 @@ impl RunHandle {
         ((self.id as u64) << 8) | (position as u64 & 0xff)
     }
 
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
     /// Runs `work` until it ends or the run is cancelled, and records how the run ended:
     /// completed, failed with the error, or interrupted (the work is dropped, which cancels
     /// its model calls; what it stored stays).
@@ -126,9 +135,25 @@ impl RunHandle {
     {
         let result = tokio::select! {
             result = work => result.map_err(WorkspaceError::from),
-            _ = self.cancel.cancelled() => Err(WorkspaceError::Interrupted { run: self.uid.clone() }),
+            _ = self.cancel.cancelled() => Err(WorkspaceError::Interrupted {
+                run: self.uid.clone(),
+                kind: self.kind,
+            }),
         };
         self.finish(&result)?;
+        result
+    }
+
+    /// Runs setup work that follows the run's beginning (recording its loops); an error marks
+    /// the run failed, so that no run is left `running` by a failure before its work began.
+    pub fn fail_on_error<T>(
+        &self,
+        work: impl FnOnce() -> Result<T, WorkspaceError>,
+    ) -> Result<T, WorkspaceError> {
+        let result = work();
+        if result.is_err() {
+            self.finish(&result)?;
+        }
         result
     }
 
@@ -183,6 +208,7 @@ mod tests {
         assert_eq!(stored.status, RunStatus::Running);
         assert_eq!(stored.config["choice_rng_version"], CHOICE_RNG_VERSION);
         assert_eq!(stored.config["adapter_version"], ADAPTER_VERSION);
+        assert_eq!(stored.config["grammar_version"], GRAMMAR_VERSION);
         let value = rt
             .block_on(ok.drive(async { Ok::<_, WorkspaceError>(5) }))
             .unwrap();
@@ -217,11 +243,33 @@ mod tests {
                     .await
             })
             .unwrap_err();
-        assert!(matches!(err, WorkspaceError::Interrupted { ref run } if *run == interrupted.uid));
+        assert!(
+            matches!(err, WorkspaceError::Interrupted { ref run, .. } if *run == interrupted.uid)
+        );
         assert_eq!(
             store.run(&interrupted.uid).unwrap().status,
             RunStatus::Interrupted
         );
+    }
+
+    #[test]
+    fn a_token_cancelled_before_the_run_begins_begins_no_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap());
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let err = RunHandle::begin(
+            &store,
+            RunKind::Eval,
+            serde_json::json!({}),
+            None,
+            (None, &EngineFingerprint::current()),
+            cancel,
+        )
+        .err()
+        .expect("a cancelled token begins nothing");
+        assert!(matches!(err, WorkspaceError::Cancelled));
+        assert!(store.list_runs(10).unwrap().is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use lifecycle::{RunHandle, RunKind};
 pub use optimize::{
     optimize, rerun, resume, LoopObservers, OptimizeReport, OptimizeRequest, RerunReport,
 };
-pub use pool::{EnginePool, ModelRole, RoleModels};
+pub use pool::{EnginePool, RoleModels, DEFAULT_PROPOSER};
 
 use crate::artifact::ArtifactError;
 use crate::audit::AuditError;
@@ -71,7 +71,10 @@ pub enum WorkspaceError {
     Invalid(String),
     /// The run's cancellation token fired; everything finished so far is stored.
     #[error("run {run} was interrupted; everything finished so far is stored")]
-    Interrupted { run: String },
+    Interrupted { run: String, kind: RunKind },
+    /// The token fired before any run began (while models were verified or loaded).
+    #[error("cancelled before a run began; nothing was stored")]
+    Cancelled,
 }
 
 /// Where a workspace keeps things, and how it runs engines.
@@ -142,6 +145,14 @@ impl Workspace {
     /// The engine of the pinned model `name`, loaded once per process.
     pub fn engine(&self, name: &str) -> Result<Arc<Engine>, WorkspaceError> {
         self.engine_with(name, &self.engine_config)
+    }
+
+    /// The engine of `name` after re-hashing its file, whatever the store remembers (once per
+    /// process): what a replay runs on.
+    pub fn verified_engine(&self, name: &str) -> Result<Arc<Engine>, WorkspaceError> {
+        Ok(self
+            .pool
+            .get(&self.registry, &self.store, name, &self.engine_config, true)?)
     }
 
     /// The engine of `name` under another configuration (the scheduler benchmark's modes).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{RunHandle, RunKind, Workspace, WorkspaceError};
+use super::{RunHandle, RunKind, TaskModels, Workspace, WorkspaceError};
 use crate::artifact::{short, ArtifactModel};
 use crate::dataset;
 use crate::observe::{Observer, Silent};
@@ -54,6 +54,8 @@ pub struct OptimizeReport {
     pub outcomes: Vec<Result<LoopOutcome, String>>,
     pub summary: RunSummary,
     pub wall_seconds: f64,
+    /// Loops this call ran (a resume runs only the unfinished ones).
+    pub loops_run: usize,
 }
 
 /// A rerun's report and where it departs from the original.
@@ -119,7 +121,8 @@ pub async fn optimize(
             loops.len()
         )));
     }
-    let first = ws.engine(&loops[0].model.name)?;
+    let seed = loops[0].seed;
+    let loops = prepare(ws, loops)?;
     let run = ws.begin_run(
         RunKind::Optimize,
         serde_json::json!({
@@ -130,22 +133,24 @@ pub async fn optimize(
             "engine": ws.engine_config(),
             "promote": request.promote,
         }),
-        Some(loops[0].seed),
-        &first,
+        Some(seed),
+        &loops[0].models.engine,
         cancel,
     )?;
-    let mut pending = Vec::new();
-    for (index, spec) in loops.into_iter().enumerate() {
-        let task = spec.task()?;
-        let id = ws.store().begin_optimization(
-            run.id,
-            index as i64,
-            &task.task.name,
-            spec.optimizer.name(),
-            &serde_json::to_value(&spec).expect("loop specs serialize"),
-        )?;
-        pending.push((id, spec));
-    }
+    let pending = run.fail_on_error(|| {
+        let mut pending = Vec::new();
+        for (index, prepared) in loops.into_iter().enumerate() {
+            let id = ws.store().begin_optimization(
+                run.id,
+                index as i64,
+                &prepared.task.task.name,
+                prepared.spec.optimizer.name(),
+                &serde_json::to_value(&prepared.spec).expect("loop specs serialize"),
+            )?;
+            pending.push((id, prepared));
+        }
+        Ok(pending)
+    })?;
     let outcomes = execute(ws, &run, pending, &request.budget, true, observers).await?;
     if let (Some(name), Some(Ok(outcome))) = (&request.promote, outcomes.first()) {
         ws.store().promote(name, &outcome.artifact_hash)?;
@@ -167,30 +172,37 @@ pub async fn resume(
     let mut outcomes: Vec<Option<Result<LoopOutcome, String>>> = vec![None; rows.len()];
     let mut pending = Vec::new();
     for (position, row) in rows.iter().enumerate() {
-        match finished_outcome(&stored, row)? {
+        match finished_outcome(row) {
             Some(outcome) => outcomes[position] = Some(Ok(outcome)),
             None => pending.push((position, row.id, stored_loop(&stored, row)?)),
         }
     }
+    let resumed_loops = pending.len();
     if !pending.is_empty() {
         let budget = stored_budget(&stored)?;
         let specs: Vec<&LoopSpec> = pending.iter().map(|(_, _, s)| s).collect();
         check_pins(ws, &stored, &specs)?;
-        let run = RunHandle::reopen(ws.store(), stored.id, stored.uid.clone(), cancel)?;
+        let positions: Vec<usize> = pending.iter().map(|(position, _, _)| *position).collect();
+        let ids: Vec<i64> = pending.iter().map(|(_, id, _)| *id).collect();
+        let prepared = prepare(ws, pending.into_iter().map(|(_, _, spec)| spec).collect())?;
+        let run = RunHandle::reopen(
+            ws.store(),
+            RunKind::Optimize,
+            stored.id,
+            stored.uid.clone(),
+            cancel,
+        )?;
         let resumed = execute(
             ws,
             &run,
-            pending
-                .iter()
-                .map(|(_, id, spec)| (*id, spec.clone()))
-                .collect(),
+            ids.into_iter().zip(prepared).collect(),
             &budget,
             true,
             observers,
         )
         .await?;
-        for ((position, _, _), outcome) in pending.iter().zip(resumed) {
-            outcomes[*position] = Some(outcome);
+        for (position, outcome) in positions.into_iter().zip(resumed) {
+            outcomes[position] = Some(outcome);
         }
         if let Some(name) = stored.config["promote"].as_str() {
             if let Some(Some(Ok(outcome))) = outcomes.first() {
@@ -198,7 +210,9 @@ pub async fn resume(
             }
         }
     }
-    report(ws, &stored.uid, outcomes.into_iter().flatten().collect())
+    let mut report = report(ws, &stored.uid, outcomes.into_iter().flatten().collect())?;
+    report.loops_run = resumed_loops;
+    Ok(report)
 }
 
 /// Starts a new run from the stored inputs of an optimization run (not from files), and
@@ -216,36 +230,50 @@ pub async fn rerun(
         .iter()
         .map(|row| stored_loop(&original, row))
         .collect::<Result<Vec<_>, _>>()?;
-    let Some(first_spec) = specs.first() else {
+    if specs.is_empty() {
         return Err(WorkspaceError::Invalid(format!(
             "run {} has no optimization loops",
             original.uid
         )));
-    };
+    }
     check_pins(ws, &original, &specs.iter().collect::<Vec<_>>())?;
     let budget = stored_budget(&original)?;
-    let first = ws.engine(&first_spec.model.name)?;
-    let mut config = original.config.clone();
-    config["rerun_of"] = serde_json::Value::String(original.uid.clone());
-    config["engine"] = serde_json::to_value(ws.engine_config()).expect("configs serialize");
+    let mut config = match &original.config {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => {
+            return Err(WorkspaceError::Invalid(format!(
+                "the config of run {} is not a JSON object; the store was altered",
+                original.uid
+            )))
+        }
+    };
+    config.insert("rerun_of".into(), original.uid.clone().into());
+    config.insert(
+        "engine".into(),
+        serde_json::to_value(ws.engine_config()).expect("configs serialize"),
+    );
+    let prepared = prepare(ws, specs)?;
     let run = ws.begin_run(
         RunKind::Optimize,
-        config,
+        config.into(),
         original.seed.map(|s| s as u64),
-        &first,
+        &prepared[0].models.engine,
         cancel,
     )?;
-    let mut pending = Vec::new();
-    for (row, spec) in rows.iter().zip(specs) {
-        let id = ws.store().begin_optimization(
-            run.id,
-            row.loop_index,
-            &row.task,
-            &row.optimizer,
-            &row.config,
-        )?;
-        pending.push((id, spec));
-    }
+    let pending = run.fail_on_error(|| {
+        let mut pending = Vec::new();
+        for (row, prepared) in rows.iter().zip(prepared) {
+            let id = ws.store().begin_optimization(
+                run.id,
+                row.loop_index,
+                &row.task,
+                &row.optimizer,
+                &row.config,
+            )?;
+            pending.push((id, prepared));
+        }
+        Ok(pending)
+    })?;
     let outcomes = execute(ws, &run, pending, &budget, use_cache, observers).await?;
     let departures = crate::audit::compare_runs(ws.store(), original.id, run.id)?;
     Ok(RerunReport {
@@ -271,26 +299,14 @@ fn optimization_run(
     Ok(run)
 }
 
-/// A finished loop's stored outcome; `None` when the loop has to run (again).
-fn finished_outcome(
-    run: &RunRecord,
-    row: &OptimizationRow,
-) -> Result<Option<LoopOutcome>, WorkspaceError> {
+/// A finished loop's stored outcome; `None` when the loop has to run (again): it did not
+/// finish, or its outcome cannot be read back (running it again reads every stored result
+/// back, so nothing is recomputed).
+fn finished_outcome(row: &OptimizationRow) -> Option<LoopOutcome> {
     if !row.status.is_finished() {
-        return Ok(None);
+        return None;
     }
-    let summary = row.summary.clone().ok_or_else(|| {
-        WorkspaceError::Invalid(format!(
-            "loop {} of run {} is {} but has no stored outcome; the store was altered",
-            row.loop_index, run.uid, row.status
-        ))
-    })?;
-    serde_json::from_value(summary).map(Some).map_err(|e| {
-        WorkspaceError::Invalid(format!(
-            "the outcome of loop {} of run {} cannot be read back ({e}); the store was altered",
-            row.loop_index, run.uid
-        ))
-    })
+    serde_json::from_value(row.summary.clone()?).ok()
 }
 
 /// A stored loop's spec, read back from its row.
@@ -328,21 +344,40 @@ fn check_pins(ws: &Workspace, run: &RunRecord, specs: &[&LoopSpec]) -> Result<()
     Ok(())
 }
 
+/// A loop ready to run: its spec, its task, and its models loaded.
+struct Prepared {
+    spec: LoopSpec,
+    task: Task,
+    models: TaskModels,
+}
+
+/// Parses each loop's task and loads every model it needs, before a run is begun or
+/// reopened, so that a missing or mismatched model file leaves no half-started run.
+fn prepare(ws: &Workspace, specs: Vec<LoopSpec>) -> Result<Vec<Prepared>, WorkspaceError> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let task = spec.task()?;
+            let models = ws.task_models(&task)?;
+            Ok(Prepared { spec, task, models })
+        })
+        .collect()
+}
+
 /// Runs the loops concurrently and records how the run ended. A cancelled run stops its
 /// loops, is marked interrupted and returns [`WorkspaceError::Interrupted`].
 async fn execute(
     ws: &Workspace,
     run: &RunHandle,
-    loops: Vec<(i64, LoopSpec)>,
+    loops: Vec<(i64, Prepared)>,
     budget: &Budget,
     use_cache: bool,
     observers: &dyn LoopObservers,
 ) -> Result<Vec<Result<LoopOutcome, String>>, WorkspaceError> {
     let tracker = Arc::new(Tracker::new(budget.clone()));
     let mut set = tokio::task::JoinSet::new();
-    for (position, (optimization_id, spec)) in loops.into_iter().enumerate() {
-        let task = spec.task()?;
-        let models = ws.task_models(&task)?;
+    for (position, (optimization_id, prepared)) in loops.into_iter().enumerate() {
+        let Prepared { spec, task, models } = prepared;
         let (lm, judges) = models.for_run(run, &task.task.model, run.group(position), use_cache);
         let observer = observers.observer(
             &format!("{} · {}", task.task.name, spec.optimizer.name()),
@@ -399,6 +434,7 @@ fn report(
     let wall_seconds = ws.store().run_seconds(run.id)?;
     Ok(OptimizeReport {
         run,
+        loops_run: outcomes.len(),
         outcomes,
         summary,
         wall_seconds,
