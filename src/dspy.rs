@@ -22,6 +22,12 @@ pub enum DspyError {
         source_name: String,
         message: String,
     },
+    #[error("{source_name} does not fit task `{task}`: {message}")]
+    DoesNotFit {
+        source_name: String,
+        task: String,
+        message: String,
+    },
     #[error("{source_name} has no predictor for step `{step}` (looked for `{step}` and `{step}.predict`; the file has {found})")]
     MissingPredictor {
         source_name: String,
@@ -125,6 +131,24 @@ pub fn export(program: &Program) -> Value {
 
 /// Reads a DSPy saved program onto `program` (the task's): each step takes the instructions
 /// and demonstrations of its predictor. Returns the program and notes on what was skipped.
+/// Reads a DSPy saved program onto `task`'s program and checks that the result runs on the
+/// task's fields; returns it with notes on what was skipped.
+pub fn import_onto(
+    text: &str,
+    source_name: &str,
+    task: &crate::task::Task,
+) -> Result<(Program, Vec<String>), DspyError> {
+    let (program, notes) = import(text, source_name, &task.program)?;
+    program
+        .validate(&task.example_inputs())
+        .map_err(|e| DspyError::DoesNotFit {
+            source_name: source_name.to_string(),
+            task: task.task.name.clone(),
+            message: e.to_string(),
+        })?;
+    Ok((program, notes))
+}
+
 pub fn import(
     text: &str,
     source_name: &str,

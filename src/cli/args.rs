@@ -132,6 +132,17 @@ pub enum OptimizerName {
     Bootstrap,
     /// Zero-shot, labeled, bootstrap and --candidates shuffled bootstraps, best on val.
     RandomSearch,
+    /// Instructions evolved by a proposer model reflecting on the metric's feedback, with a
+    /// Pareto front of candidates and merges (--auto, --proposer).
+    Gepa,
+}
+
+/// How much an instruction optimizer tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AutoLevel {
+    Light,
+    Medium,
+    Heavy,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +185,16 @@ pub struct OptimizeArgs {
     /// file's program.
     #[arg(long)]
     pub program: Option<String>,
+    /// The pinned model that proposes instructions (default: qwen2.5-coder-0.5b when it is
+    /// pinned and present, else the task's model).
+    #[arg(long)]
+    pub proposer: Option<String>,
+    /// The effort preset of instruction optimizers (GEPA: 8, 16 or 32 reflections).
+    #[arg(long, value_enum, default_value = "light")]
+    pub auto: AutoLevel,
+    /// Reflections of GEPA (overrides --auto).
+    #[arg(long)]
+    pub iterations: Option<usize>,
     /// Point this name at the result (with a single loop).
     #[arg(long)]
     pub promote: Option<String>,

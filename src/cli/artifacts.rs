@@ -3,20 +3,27 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tuningfork::artifact::{Artifact, ArtifactModel};
+use tuningfork::artifact::Artifact;
 use tuningfork::dspy;
-use tuningfork::program::Program;
 use tuningfork::task::Task;
+use tuningfork::workspace::{Workspace, WorkspaceConfig};
 
 use super::args::{ArtifactFormat, ArtifactsCommand, GlobalArgs};
-use super::{open_registry, open_store};
+use super::open_store;
 
 pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
+    // The registry is read only by the commands that make artifacts for a task's model.
+    let workspace = || -> Result<Workspace> {
+        Ok(Workspace::open(&WorkspaceConfig::new(
+            &global.store,
+            &global.models_dir,
+        ))?)
+    };
     let store = open_store(global)?;
     match command {
         ArtifactsCommand::Create { task } => {
             let task = Task::load(&task)?;
-            let artifact = baseline_artifact(global, &task, task.program.clone())?;
+            let artifact = workspace()?.artifact_for(&task, task.program.clone())?;
             let hash = store.save_artifact(&artifact)?;
             println!("{hash}");
         }
@@ -90,24 +97,18 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
                     let task = Task::load(&task)?;
                     let text = std::fs::read_to_string(&file)
                         .with_context(|| format!("cannot read {}", file.display()))?;
-                    let (program, notes) =
-                        dspy::import(&text, &file.display().to_string(), &task.program)?;
+                    let name = file.display().to_string();
+                    let (program, notes) = dspy::import_onto(&text, &name, &task)?;
                     for note in notes {
                         eprintln!("note: {note}");
                     }
-                    program
-                        .validate(&task.example_inputs())
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-                    baseline_artifact(global, &task, program)?
+                    workspace()?.artifact_for(&task, program)?
                 }
             };
             let hash = store.save_artifact(&artifact)?;
             println!("{hash}");
         }
         ArtifactsCommand::Promote { name, id } => {
-            if name.len() >= 6 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!("`{name}` looks like a hash; choose a name with other characters");
-            }
             let hash = store.promote(&name, &id)?;
             println!("{name} -> {hash}");
         }
@@ -117,20 +118,6 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// An artifact of `program` for `task`'s model, with no history.
-fn baseline_artifact(global: &GlobalArgs, task: &Task, program: Program) -> Result<Artifact> {
-    let registry = open_registry(global)?;
-    let pin = registry.get(&task.task.model)?;
-    Ok(Artifact::new(
-        &task.task.name,
-        program,
-        ArtifactModel {
-            name: pin.name.clone(),
-            sha256: pin.sha256.clone(),
-        },
-    ))
 }
 
 fn read_artifact(path: &Path) -> Result<Artifact> {

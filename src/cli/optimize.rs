@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Result};
 use tuningfork::optimize::budget::parse_duration;
-use tuningfork::optimize::{BootstrapSettings, Budget, OptimizerConfig};
+use tuningfork::optimize::{BootstrapSettings, Budget, GepaSettings, OptimizerConfig};
 use tuningfork::workspace::{self, OptimizeReport, OptimizeRequest};
 
-use super::args::{GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs};
+use super::args::{AutoLevel, GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs};
 use super::progress::LoopBars;
 use super::{workspace, Runner};
 
@@ -25,6 +25,18 @@ fn optimizer_config(name: OptimizerName, args: &OptimizeArgs) -> OptimizerConfig
             settings,
             candidates: args.candidates,
         },
+        OptimizerName::Gepa => {
+            let preset = match args.auto {
+                AutoLevel::Light => "light",
+                AutoLevel::Medium => "medium",
+                AutoLevel::Heavy => "heavy",
+            };
+            let mut settings = GepaSettings::preset(preset).unwrap_or_default();
+            if let Some(iterations) = args.iterations {
+                settings.iterations = iterations;
+            }
+            OptimizerConfig::Gepa { settings }
+        }
     }
 }
 
@@ -45,6 +57,7 @@ pub fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<()> {
         seed: args.seed,
         program: args.program.clone(),
         promote: args.promote.clone(),
+        proposer: args.proposer.clone(),
     };
     let ws = workspace(global, &args.engine)?;
     let bars = LoopBars::default();

@@ -15,6 +15,9 @@
 
 pub mod budget;
 mod fewshot;
+pub mod gepa;
+pub mod instructions;
+pub mod pareto;
 pub mod run;
 mod session;
 #[cfg(test)]
@@ -27,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use budget::{Budget, Stop, Tracker};
 pub use fewshot::{BootstrapFewShot, LabeledFewShot, RandomSearch};
+pub use gepa::{Gepa, GepaSettings};
 pub use run::{run_loop, LoopOutcome, LoopSpec, SplitScores};
 pub use session::{
     program_hash, Batch, Candidate, Evaluator, EvaluatorParts, Observer, Session, Silent,
@@ -116,6 +120,10 @@ pub enum OptimizerConfig {
         /// Shuffled bootstraps, after zero-shot, labeled-only and the unshuffled bootstrap.
         candidates: usize,
     },
+    Gepa {
+        #[serde(flatten)]
+        settings: GepaSettings,
+    },
 }
 
 impl OptimizerConfig {
@@ -137,7 +145,15 @@ impl OptimizerConfig {
                 settings: settings.clone(),
                 candidates: *candidates,
             }),
+            OptimizerConfig::Gepa { settings } => Box::new(Gepa {
+                settings: settings.clone(),
+            }),
         }
+    }
+
+    /// Whether the optimizer calls a proposer model.
+    pub fn needs_proposer(&self) -> bool {
+        matches!(self, OptimizerConfig::Gepa { .. })
     }
 
     /// Checks the settings.
@@ -152,6 +168,15 @@ impl OptimizerConfig {
             }
             OptimizerConfig::BootstrapFewShot { settings } => settings,
             OptimizerConfig::RandomSearch { settings, .. } => settings,
+            OptimizerConfig::Gepa { settings } => {
+                if settings.iterations == 0 || settings.minibatch == 0 {
+                    return Err("GEPA needs at least one iteration and a minibatch of 1".into());
+                }
+                if settings.max_chars < 40 {
+                    return Err("GEPA's instruction cap must be at least 40 characters".into());
+                }
+                return Ok(());
+            }
         };
         if settings.max_bootstrapped == 0 && settings.max_labeled == 0 {
             return Err("max bootstrapped and max labeled demonstrations are both 0".into());

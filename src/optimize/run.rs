@@ -32,6 +32,9 @@ pub struct LoopSpec {
     pub optimizer: OptimizerConfig,
     pub seed: u64,
     pub model: ArtifactModel,
+    /// The proposer model of an optimizer that proposes instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposer: Option<ArtifactModel>,
     pub train: Vec<Example>,
     pub val: Vec<Example>,
     pub test: Vec<Example>,
@@ -97,6 +100,9 @@ pub struct LoopOutcome {
     pub chosen: String,
     pub candidates: usize,
     pub demos: usize,
+    /// What the optimizer decided that is not a candidate (rejected proposals, with why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The shared parts of a loop: where to record, what to run on, what to count against.
@@ -108,6 +114,8 @@ pub struct LoopContext {
     pub lm: Arc<dyn Lm>,
     /// The judges' calls, each on its own model.
     pub judges: Judges,
+    /// The proposer's calls, for an optimizer that proposes instructions.
+    pub proposer: Option<Arc<dyn Lm>>,
     pub tracker: Arc<Tracker>,
     pub observer: Arc<dyn Observer>,
 }
@@ -156,6 +164,7 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
             settings: task.generation.clone(),
             inputs: task.example_inputs(),
         },
+        proposer: context.proposer.clone(),
         steps: spec.program.steps.len(),
         tracker: Arc::clone(&context.tracker),
         observer: Arc::clone(&context.observer),
@@ -263,5 +272,6 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
         chosen: chosen.label.clone(),
         candidates: history.len(),
         demos: chosen.program.steps.iter().map(|s| s.demos.len()).sum(),
+        notes: session.notes(),
     })
 }

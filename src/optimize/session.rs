@@ -40,6 +40,8 @@ pub struct EvaluatorParts {
     pub optimization_id: i64,
     /// The model, the judges, the metric, the task's settings and the fields read.
     pub context: ExampleContext,
+    /// The model that writes instructions, for the optimizers that propose them.
+    pub proposer: Option<Arc<dyn crate::lm::Lm>>,
     /// Predictor calls per example (what one example costs against a calls budget).
     pub steps: usize,
     pub tracker: Arc<Tracker>,
@@ -230,6 +232,7 @@ pub struct Session {
     student: Arc<Program>,
     seed: u64,
     history: Arc<Mutex<Vec<Candidate>>>,
+    notes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Session {
@@ -248,6 +251,7 @@ impl Session {
             student: Arc::new(student),
             seed,
             history: Arc::new(Mutex::new(Vec::new())),
+            notes: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -278,6 +282,20 @@ impl Session {
     pub fn rng(&self, purpose: &str) -> Rng {
         let digest = Sha256::digest(format!("{}:{purpose}", self.seed).as_bytes());
         Rng::new(u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")))
+    }
+
+    /// Records something the optimizer decided that is not a candidate (a proposal it
+    /// rejected, and why); the notes are stored with the loop's outcome.
+    pub fn note(&self, note: &str) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(note.to_string());
+    }
+
+    /// Everything noted so far, in order.
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Tells the observer a new stage began.
@@ -328,15 +346,21 @@ impl Session {
 
     /// Scores a candidate. On [`Batch::Val`], the score is recorded with the candidate.
     pub async fn score(&self, candidate: &Candidate, batch: Batch) -> Result<f64, OptimizeError> {
+        Ok(mean(&self.score_rows(candidate, batch).await?))
+    }
+
+    /// Scores a candidate and returns each example's result (score, feedback, trace), in the
+    /// order of the batch. On [`Batch::Val`], the mean is recorded with the candidate.
+    pub async fn score_rows(
+        &self,
+        candidate: &Candidate,
+        batch: Batch,
+    ) -> Result<Vec<ResultRow>, OptimizeError> {
+        let whole_val = matches!(batch, Batch::Val);
         let (split, indices): (&Split, Vec<usize>) = match batch {
             Batch::Val => {
                 self.stage(&format!("scoring {}", candidate.label), self.val.0.len());
-                let score = self
-                    .evaluator
-                    .score_split(&candidate.program, &self.val.0, Budgeting::Admit)
-                    .await?;
-                self.record_val_score(candidate.ordinal, score)?;
-                return Ok(score);
+                (&self.val.0, (0..self.val.0.len()).collect())
             }
             Batch::ValSubset(indices) => (&self.val.0, indices),
             Batch::TrainSubset(indices) => (&self.train.0, indices),
@@ -361,7 +385,34 @@ impl Session {
                 Budgeting::Admit,
             )
             .await?;
-        Ok(mean(&rows))
+        if whole_val {
+            self.record_val_score(candidate.ordinal, mean(&rows))?;
+        }
+        Ok(rows)
+    }
+
+    /// Asks the proposer model (the model that writes instructions) to answer `request`. The
+    /// call is admitted against the calls budget first and its tokens are counted, like the
+    /// task model's calls. Fails when the run has no proposer.
+    pub async fn ask_proposer(
+        &self,
+        request: crate::engine::GenerationRequest,
+    ) -> Result<String, OptimizeError> {
+        let inner = &self.evaluator.inner;
+        let proposer = inner.proposer.as_ref().ok_or_else(|| {
+            OptimizeError::Invalid("this optimizer needs a proposer model, and none is set".into())
+        })?;
+        inner.tracker.admit(1)?;
+        let generated = proposer
+            .generate(request)
+            .await
+            .map_err(|e| OptimizeError::Eval(e.into()))?;
+        let completion = generated.completion;
+        inner.tracker.spend_tokens(u64::from(
+            completion.prompt_tokens + completion.completion_tokens,
+        ));
+        inner.tracker.check()?;
+        Ok(completion.text)
     }
 
     /// Scores several candidates on the validation split concurrently; the scheduler shares

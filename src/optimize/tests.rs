@@ -76,6 +76,7 @@ fn spec(optimizer: OptimizerConfig) -> LoopSpec {
             name: "fake".into(),
             sha256: "0".repeat(64),
         },
+        proposer: None,
         train_hash: hash("train", &train),
         val_hash: hash("val", &val),
         test_hash: hash("test", &test),
@@ -194,12 +195,25 @@ impl Loop {
         budget: Budget,
         observer: Arc<dyn Observer>,
     ) -> Result<LoopOutcome, OptimizeError> {
+        self.run_with(spec, lm, None, budget, observer)
+    }
+
+    /// Runs the loop with a proposer model too.
+    fn run_with(
+        &self,
+        spec: &LoopSpec,
+        lm: &Arc<FakeLm>,
+        proposer: Option<&Arc<FakeLm>>,
+        budget: Budget,
+        observer: Arc<dyn Observer>,
+    ) -> Result<LoopOutcome, OptimizeError> {
         let context = LoopContext {
             store: Arc::clone(&self.store),
             optimization_id: self.optimization_id,
             run_uid: "fake-run".into(),
             lm: Arc::clone(lm) as Arc<dyn crate::lm::Lm>,
             judges: Judges::none(),
+            proposer: proposer.map(|p| Arc::clone(p) as Arc<dyn crate::lm::Lm>),
             tracker: Arc::new(Tracker::new(budget)),
             observer,
         };
@@ -362,4 +376,129 @@ fn no_call_before_the_test_stage_contains_a_test_example() {
             .all(|c| c.prompt.contains("test review")),
         "the test stage runs test examples only"
     );
+}
+
+const NEW_INSTRUCTION: &str = "Say neutral when the review only states facts, else its tone.";
+
+/// A task model that answers neutral examples right only under the new instruction, and the
+/// others always right.
+fn instruction_follower() -> FakeLm {
+    FakeLm::new(2).with_script(|call| {
+        let Prompt::Chat(messages) = &call.request.prompt else {
+            return None;
+        };
+        let review = review_of(call);
+        let index: usize = review.rsplit(' ').next()?.parse().ok()?;
+        let label = LABELS[index % 3];
+        let follows = messages[0].content.contains(NEW_INSTRUCTION);
+        let answer = if label == "neutral" && !follows {
+            "positive"
+        } else {
+            label
+        };
+        Some(format!("sentiment: {answer}"))
+    })
+}
+
+#[test]
+fn gepa_keeps_a_reflected_instruction_that_beats_its_parent_and_rejects_repeats() {
+    let mut spec = spec(OptimizerConfig::Gepa {
+        settings: GepaSettings {
+            iterations: 6,
+            minibatch: 3,
+            max_chars: 200,
+            merge: true,
+        },
+    });
+    spec.proposer = Some(ArtifactModel {
+        name: "fake-proposer".into(),
+        sha256: "1".repeat(64),
+    });
+    // The first proposal repeats the current instruction; the next ones are new.
+    let proposer = || {
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        Arc::new(FakeLm::new(3).with_script(move |_| {
+            let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(if n == 0 {
+                "instruction: Classify the review.".to_string()
+            } else {
+                format!("instruction: {NEW_INSTRUCTION}")
+            })
+        }))
+    };
+    let l = Loop::new(&spec);
+    let lm = Arc::new(instruction_follower());
+    let reflecting = proposer();
+    let outcome = l
+        .run_with(
+            &spec,
+            &lm,
+            Some(&reflecting),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert_eq!(outcome.optimized.val, Some(1.0), "{outcome:?}");
+    assert!(outcome.baseline.val < Some(1.0));
+    let program = l.chosen_program(&outcome);
+    assert_eq!(program.steps[0].signature.instructions, NEW_INSTRUCTION);
+    // The proposer was shown the metric's feedback on the parent's misses.
+    let first = &reflecting.calls()[0];
+    assert!(
+        first.prompt.contains("expected \"neutral\""),
+        "{}",
+        first.prompt
+    );
+    // The unchanged proposal was rejected and noted, and made no candidate.
+    assert!(reflecting.call_count() >= 2);
+    assert!(
+        outcome
+            .notes
+            .iter()
+            .any(|n| n.contains("the current one again")),
+        "{:?}",
+        outcome.notes
+    );
+    let labels: Vec<String> = l
+        .store
+        .candidates(l.optimization_id)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.label)
+        .collect();
+    assert_eq!(labels.len(), 1 + outcome.candidates - 1, "{labels:?}");
+    assert!(labels
+        .iter()
+        .skip(1)
+        .all(|l| l.starts_with("gepa") || l.starts_with("merge")));
+    // Resuming reads every task-model result back; the same choices follow.
+    let again = Arc::new(instruction_follower());
+    let resumed = l
+        .run_with(
+            &spec,
+            &again,
+            Some(&proposer()),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert_eq!(again.call_count(), 0);
+    assert_eq!(resumed, outcome);
+}
+
+#[test]
+fn gepa_without_a_proposer_is_a_clear_error() {
+    let spec = spec(OptimizerConfig::Gepa {
+        settings: GepaSettings::default(),
+    });
+    let l = Loop::new(&spec);
+    let err = l
+        .run(
+            &spec,
+            &Arc::new(instruction_follower()),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("proposer"), "{err}");
 }

@@ -98,8 +98,12 @@ impl Store {
             .map_err(|e| self.sql_error(e))
     }
 
-    /// Points `name` at the artifact `reference` resolves to; returns its hash.
+    /// Points `name` at the artifact `reference` resolves to; returns its hash. A name that
+    /// looks like a hash is refused: it would shadow the artifacts whose hashes it starts.
     pub fn promote(&self, name: &str, reference: &str) -> Result<String, StoreError> {
+        if name.len() >= 6 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::HashLikeName(name.to_string()));
+        }
         let hash = self.artifact(reference)?.hash;
         self.conn()
             .execute(

@@ -37,6 +37,8 @@ pub enum StoreError {
     AmbiguousArtifact(String),
     #[error("`{0}` has never pointed at another artifact; there is nothing to roll back to")]
     NothingToRollBack(String),
+    #[error("`{0}` looks like a hash; choose a name with other characters")]
+    HashLikeName(String),
     #[error("the store holds data this tuningfork cannot read: {0}")]
     Corrupt(String),
 }

@@ -30,16 +30,17 @@ pub use optimize::{
 };
 pub use pool::{EnginePool, RoleModels, DEFAULT_PROPOSER};
 
-use crate::artifact::ArtifactError;
+use crate::artifact::{Artifact, ArtifactError, ArtifactModel};
 use crate::audit::AuditError;
 use crate::dataset::DatasetError;
 use crate::engine::{Engine, EngineConfig};
 use crate::eval::EvalError;
 use crate::generator::{load_engine, GenerateError};
+use crate::lm::Lm;
 use crate::metrics::Judges;
 use crate::models::{ModelError, Registry};
 use crate::optimize::OptimizeError;
-use crate::program::ProgramError;
+use crate::program::{Program, ProgramError};
 use crate::store::{Store, StoreError};
 use crate::task::{Task, TaskError};
 
@@ -116,6 +117,8 @@ pub struct TaskModels {
     /// The task model's engine (the run records its model and fingerprint).
     pub engine: Arc<Engine>,
     pub judges: Vec<(String, Arc<Engine>)>,
+    /// The proposer's engine, for an optimizer that proposes instructions.
+    pub proposer: Option<Arc<Engine>>,
 }
 
 impl Workspace {
@@ -190,7 +193,11 @@ impl Workspace {
             .iter()
             .map(|model| Ok((model.clone(), self.engine(model)?)))
             .collect::<Result<_, WorkspaceError>>()?;
-        Ok(TaskModels { engine, judges })
+        Ok(TaskModels {
+            engine,
+            judges,
+            proposer: None,
+        })
     }
 
     /// Begins a run of `kind` whose main engine is `engine`.
@@ -210,6 +217,20 @@ impl Workspace {
             (Some(engine.model_sha256()), engine.fingerprint()),
             cancel,
         )
+    }
+
+    /// An artifact of `program` for `task` and the model `task` is pinned to, with no history
+    /// (a task's program as written, or one imported from DSPy).
+    pub fn artifact_for(&self, task: &Task, program: Program) -> Result<Artifact, WorkspaceError> {
+        let pin = self.registry.get(&task.task.model)?;
+        Ok(Artifact::new(
+            &task.task.name,
+            program,
+            ArtifactModel {
+                name: pin.name.clone(),
+                sha256: pin.sha256.clone(),
+            },
+        ))
     }
 
     /// Replaces `task`'s program with a stored artifact's (by hash, prefix or promoted name)
@@ -243,9 +264,8 @@ impl TaskModels {
         task_model: &str,
         group: u64,
         use_cache: bool,
-    ) -> (Arc<dyn crate::lm::Lm>, Judges) {
-        let lm: Arc<dyn crate::lm::Lm> =
-            Arc::new(run.generator(Arc::clone(&self.engine), group, use_cache));
+    ) -> (Arc<dyn Lm>, Judges) {
+        let lm: Arc<dyn Lm> = Arc::new(run.generator(Arc::clone(&self.engine), group, use_cache));
         let judges = self
             .judges
             .iter()
@@ -256,5 +276,17 @@ impl TaskModels {
                 )
             });
         (lm, judges)
+    }
+
+    /// The proposer's generator for `run`, in the scheduler queue `group`.
+    pub fn proposer_for_run(
+        &self,
+        run: &RunHandle,
+        group: u64,
+        use_cache: bool,
+    ) -> Option<Arc<dyn Lm>> {
+        self.proposer.as_ref().map(|engine| {
+            Arc::new(run.generator(Arc::clone(engine), group, use_cache)) as Arc<dyn Lm>
+        })
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{RunHandle, RunKind, TaskModels, Workspace, WorkspaceError};
+use super::{RoleModels, RunHandle, RunKind, TaskModels, Workspace, WorkspaceError};
 use crate::artifact::{short, ArtifactModel};
 use crate::dataset;
 use crate::observe::{Observer, Silent};
@@ -31,6 +31,9 @@ pub struct OptimizeRequest {
     pub program: Option<String>,
     /// Point this name at the result (a run of one loop only).
     pub promote: Option<String>,
+    /// The proposer model of instruction optimizers (default: `qwen2.5-coder-0.5b` when
+    /// pinned and present, else the task's model).
+    pub proposer: Option<String>,
 }
 
 /// Makes the observer of each loop of a run (a progress bar, a status record).
@@ -94,6 +97,11 @@ pub async fn optimize(
         let parent = ws.use_artifact(&mut task, request.program.as_deref())?;
         let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
         let pin = ws.registry().get(&task.task.model)?;
+        let proposer = RoleModels::of(&task)
+            .with_proposer(ws.registry(), request.proposer.as_deref())?
+            .proposer
+            .map(|name| ws.registry().get(&name).cloned())
+            .transpose()?;
         for config in &configs {
             loops.push(LoopSpec {
                 task_file: path.display().to_string(),
@@ -106,6 +114,13 @@ pub async fn optimize(
                     name: pin.name.clone(),
                     sha256: pin.sha256.clone(),
                 },
+                proposer: proposer
+                    .as_ref()
+                    .filter(|_| config.needs_proposer())
+                    .map(|p| ArtifactModel {
+                        name: p.name.clone(),
+                        sha256: p.sha256.clone(),
+                    }),
                 train: data.train.0.examples.clone(),
                 val: data.val.0.examples.clone(),
                 test: data.test.0.examples.clone(),
@@ -132,6 +147,7 @@ pub async fn optimize(
             "seed": request.seed,
             "engine": ws.engine_config(),
             "promote": request.promote,
+            "proposer": request.proposer,
         }),
         Some(seed),
         &loops[0].models.engine,
@@ -332,12 +348,15 @@ fn stored_budget(run: &RunRecord) -> Result<Budget, WorkspaceError> {
 
 /// Refuses a stored run whose models are no longer pinned to the sha256 it used.
 fn check_pins(ws: &Workspace, run: &RunRecord, specs: &[&LoopSpec]) -> Result<(), WorkspaceError> {
-    for spec in specs {
-        let pin = ws.registry().get(&spec.model.name)?;
-        if pin.sha256 != spec.model.sha256 {
+    for model in specs
+        .iter()
+        .flat_map(|spec| std::iter::once(&spec.model).chain(&spec.proposer))
+    {
+        let pin = ws.registry().get(&model.name)?;
+        if pin.sha256 != model.sha256 {
             return Err(WorkspaceError::Invalid(format!(
                 "run {} used model `{}` with sha256 {}, but it is now pinned to {}; restore the pin to continue",
-                run.uid, spec.model.name, spec.model.sha256, pin.sha256
+                run.uid, model.name, model.sha256, pin.sha256
             )));
         }
     }
@@ -358,7 +377,10 @@ fn prepare(ws: &Workspace, specs: Vec<LoopSpec>) -> Result<Vec<Prepared>, Worksp
         .into_iter()
         .map(|spec| {
             let task = spec.task()?;
-            let models = ws.task_models(&task)?;
+            let mut models = ws.task_models(&task)?;
+            if let Some(proposer) = &spec.proposer {
+                models.proposer = Some(ws.engine(&proposer.name)?);
+            }
             Ok(Prepared { spec, task, models })
         })
         .collect()
@@ -379,6 +401,7 @@ async fn execute(
     for (position, (optimization_id, prepared)) in loops.into_iter().enumerate() {
         let Prepared { spec, task, models } = prepared;
         let (lm, judges) = models.for_run(run, &task.task.model, run.group(position), use_cache);
+        let proposer = models.proposer_for_run(run, run.group(position), use_cache);
         let observer = observers.observer(
             &format!("{} · {}", task.task.name, spec.optimizer.name()),
             &tracker,
@@ -389,6 +412,7 @@ async fn execute(
             run_uid: run.uid.clone(),
             lm,
             judges,
+            proposer,
             tracker: Arc::clone(&tracker),
             observer,
         };

@@ -1,0 +1,232 @@
+//! **GEPA**: instructions evolved by reflecting on the metric's feedback, with a Pareto front of
+//! candidates (arXiv 2507.19457).
+//!
+//! The pool starts with the baseline, scored on every validation example. Each iteration draws
+//! a parent from the Pareto front ([`super::pareto`]), picks a step in turn, runs the parent on
+//! a minibatch of training examples, and shows the proposer model what the step read, wrote
+//! and what the metric said. The proposer's new instruction (one framed line, checked by
+//! [`super::instructions::read_proposal`]) makes a child, kept only if it beats its parent on
+//! that minibatch; a kept child is scored on the whole validation split and joins the pool.
+//! After an accepted child, two front candidates that improved different steps are merged. The
+//! result is the candidate with the best validation mean.
+//!
+//! Every choice comes from the session's seeded generators and stored results, and every
+//! proposer call goes through the store, so a resumed run makes the same choices and
+//! recomputes nothing it has.
+
+use serde::{Deserialize, Serialize};
+
+use super::instructions::{self, read_proposal, Reflection};
+use super::pareto;
+use super::session::{Batch, Candidate, Session};
+use super::{OptimizeError, OptimizeFuture, Optimizer};
+use crate::program::Values;
+use crate::store::ResultRow;
+
+/// GEPA's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GepaSettings {
+    /// Reflection rounds (each proposes at most one child).
+    pub iterations: usize,
+    /// Training examples shown to the proposer, and on which a child must beat its parent.
+    pub minibatch: usize,
+    /// The longest instruction accepted, in characters.
+    pub max_chars: usize,
+    /// Merge two front candidates that improved different steps.
+    pub merge: bool,
+}
+
+impl GepaSettings {
+    /// `light`, `medium` or `heavy`.
+    pub fn preset(name: &str) -> Option<GepaSettings> {
+        let iterations = match name {
+            "light" => 8,
+            "medium" => 16,
+            "heavy" => 32,
+            _ => return None,
+        };
+        Some(GepaSettings {
+            iterations,
+            minibatch: 3,
+            max_chars: instructions::DEFAULT_MAX_CHARS,
+            merge: true,
+        })
+    }
+}
+
+impl Default for GepaSettings {
+    fn default() -> Self {
+        GepaSettings::preset("light").expect("light is a preset")
+    }
+}
+
+/// The GEPA optimizer.
+pub struct Gepa {
+    pub settings: GepaSettings,
+}
+
+/// The pool: candidates with their validation scores by example.
+struct Pool {
+    members: Vec<Candidate>,
+    scores: Vec<Vec<f64>>,
+}
+
+impl Pool {
+    fn add(&mut self, candidate: Candidate, rows: &[ResultRow]) {
+        self.scores.push(rows.iter().map(|r| r.score).collect());
+        self.members.push(candidate);
+    }
+}
+
+impl Optimizer for Gepa {
+    fn name(&self) -> &'static str {
+        "gepa"
+    }
+
+    fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
+        Box::pin(async move {
+            let settings = &self.settings;
+            let history = session.history();
+            let baseline = history.first().cloned().ok_or_else(|| {
+                OptimizeError::Invalid("GEPA starts from a scored baseline".into())
+            })?;
+            let mut pool = Pool {
+                members: Vec::new(),
+                scores: Vec::new(),
+            };
+            let rows = session.score_rows(&baseline, Batch::Val).await?;
+            pool.add(baseline.clone(), &rows);
+            let mut rng = session.rng("gepa");
+            let steps = session.student().steps.len().max(1);
+            let train_len = session.train().0.len();
+            let mut seen: Vec<String> = session
+                .student()
+                .steps
+                .iter()
+                .map(|s| s.signature.instructions.clone())
+                .collect();
+            let mut merged = std::collections::BTreeSet::new();
+            for iteration in 0..settings.iterations {
+                session.stage(
+                    &format!("reflection {} of {}", iteration + 1, settings.iterations),
+                    settings.minibatch * 2,
+                );
+                let Some(parent_at) = pareto::sample_parent(&pool.scores, &mut rng) else {
+                    break;
+                };
+                let parent = pool.members[parent_at].clone();
+                let step = iteration % steps;
+                let minibatch = rng.choose(train_len, settings.minibatch);
+                let seed = rng.next_u64();
+                let parent_rows = session
+                    .score_rows(&parent, Batch::TrainSubset(minibatch.clone()))
+                    .await?;
+                if parent_rows.iter().all(|r| r.score >= 1.0) {
+                    continue;
+                }
+                let current = &parent.program.steps[step];
+                let reflections = reflections(&current.name, &parent_rows);
+                let request = instructions::reflection_request(
+                    current,
+                    &reflections,
+                    settings.max_chars,
+                    seed,
+                );
+                let reply = session.ask_proposer(request).await?;
+                let instruction = match read_proposal(
+                    &reply,
+                    &current.signature.instructions,
+                    &seen,
+                    &reflections,
+                    settings.max_chars,
+                ) {
+                    Ok(instruction) => instruction,
+                    Err(rejected) => {
+                        session.note(&format!(
+                            "reflection {}: proposal rejected ({rejected}): {reply:?}",
+                            iteration + 1
+                        ));
+                        continue;
+                    }
+                };
+                seen.push(instruction.clone());
+                let child = session.propose(
+                    format!("gepa {} · {}", iteration + 1, current.name),
+                    instructions::with_instruction(&parent.program, step, &instruction),
+                    Some(parent.ordinal),
+                )?;
+                let child_rows = session
+                    .score_rows(&child, Batch::TrainSubset(minibatch))
+                    .await?;
+                let scores = |rows: &[ResultRow]| rows.iter().map(|r| r.score).collect::<Vec<_>>();
+                if !pareto::accept(&scores(&parent_rows), &scores(&child_rows)) {
+                    continue;
+                }
+                let rows = session.score_rows(&child, Batch::Val).await?;
+                pool.add(child, &rows);
+                if settings.merge {
+                    if let Some((a, b)) = merge_pair(&pool, &merged) {
+                        merged.insert((a, b));
+                        if let Some(program) = instructions::merge(
+                            &baseline.program,
+                            &pool.members[a].program,
+                            &pool.members[b].program,
+                        ) {
+                            let child = session.propose(
+                                format!(
+                                    "merge of #{} and #{}",
+                                    pool.members[a].ordinal, pool.members[b].ordinal
+                                ),
+                                program,
+                                Some(pool.members[a].ordinal),
+                            )?;
+                            let rows = session.score_rows(&child, Batch::Val).await?;
+                            pool.add(child, &rows);
+                        }
+                    }
+                }
+            }
+            Ok(session.best().unwrap_or(baseline))
+        })
+    }
+}
+
+/// What the proposer is shown of each minibatch example: the step's inputs and outputs from
+/// the trace, the score and the metric's feedback.
+fn reflections(step: &str, rows: &[ResultRow]) -> Vec<Reflection> {
+    rows.iter()
+        .map(|row| {
+            let traced = row.trace.steps.iter().find(|s| s.predictor == step);
+            Reflection {
+                inputs: traced.map_or_else(Values::new, |s| s.inputs.clone()),
+                outputs: traced.and_then(|s| s.outputs.clone()),
+                score: row.score,
+                feedback: row.feedback.clone().or_else(|| row.error.clone()),
+            }
+        })
+        .collect()
+}
+
+/// Two pool members, both on the Pareto front, not merged before, each different from the
+/// baseline (pool index 0): the pair with the most fronts between them, lowest indices first.
+fn merge_pair(
+    pool: &Pool,
+    merged: &std::collections::BTreeSet<(usize, usize)>,
+) -> Option<(usize, usize)> {
+    let leads = pareto::lead_counts(&pool.scores);
+    let leaders: Vec<usize> = leads.keys().copied().filter(|&c| c != 0).collect();
+    let mut best = None;
+    for (i, &a) in leaders.iter().enumerate() {
+        for &b in &leaders[i + 1..] {
+            if merged.contains(&(a, b)) {
+                continue;
+            }
+            let weight = leads[&a] + leads[&b];
+            if best.is_none_or(|(_, _, w)| weight > w) {
+                best = Some((a, b, weight));
+            }
+        }
+    }
+    best.map(|(a, b, _)| (a, b))
+}

@@ -1,0 +1,313 @@
+//! Instruction proposals, made robust for small models: the request a proposer model answers
+//! (decoded under a grammar that admits one line of plain text in a fixed frame), the checks
+//! that reject degenerate proposals with a reason, and the merge of two candidates that
+//! improved different steps.
+//!
+//! Small models are known to answer a request for an instruction with an empty line, the
+//! current instruction again, a copy of an example, a JSON object or an unending ramble; each
+//! of these is refused here, recorded with its reason by the caller, and never becomes a
+//! candidate.
+
+use crate::engine::{GenerationRequest, Message, SamplingParams};
+use crate::program::adapter::format_value;
+use crate::program::{Predictor, Program, Values};
+
+/// The longest instruction accepted by default, in characters: sized so that a 135M-parameter
+/// task model still has room for demonstrations and the input.
+pub const DEFAULT_MAX_CHARS: usize = 400;
+
+/// The grammar of a proposal: one line of text after a fixed label. JSON objects, lists and
+/// multi-line answers cannot be produced at all.
+pub const PROPOSAL_GRAMMAR: &str = "root ::= \"instruction: \" [^\\n{}\\[\\]]+\n";
+
+/// One example the proposer reflects on: what the step read and wrote, and what the metric
+/// said about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reflection {
+    pub inputs: Values,
+    /// The step's outputs, or `None` when its reply could not be used.
+    pub outputs: Option<Values>,
+    pub score: f64,
+    /// The metric's feedback text.
+    pub feedback: Option<String>,
+}
+
+/// The request that asks the proposer for a better instruction for `step`, from examples of
+/// what the step did with its current one.
+pub fn reflection_request(
+    step: &Predictor,
+    examples: &[Reflection],
+    max_chars: usize,
+    seed: u64,
+) -> GenerationRequest {
+    let mut shown = String::new();
+    for (i, example) in examples.iter().enumerate() {
+        shown.push_str(&format!("Example {}\n", i + 1));
+        for (name, value) in &example.inputs {
+            shown.push_str(&format!(
+                "  input {name}: {}\n",
+                one_line(&format_value(value))
+            ));
+        }
+        match &example.outputs {
+            Some(outputs) => {
+                for (name, value) in outputs {
+                    shown.push_str(&format!(
+                        "  output {name}: {}\n",
+                        one_line(&format_value(value))
+                    ));
+                }
+            }
+            None => shown.push_str("  output: (the reply could not be read)\n"),
+        }
+        shown.push_str(&format!("  score: {:.2}\n", example.score));
+        if let Some(feedback) = &example.feedback {
+            shown.push_str(&format!("  feedback: {}\n", one_line(feedback)));
+        }
+    }
+    let fields: Vec<String> = step
+        .signature
+        .inputs
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    let outputs: Vec<String> = step
+        .signature
+        .outputs
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    let system = "You improve the instruction of one step of a language-model program. Read \
+                  how the step did, then write one better instruction: plain sentences, no \
+                  examples copied, no JSON, no lists.";
+    let user = format!(
+        "The step reads {} and writes {}.\nIts current instruction:\n{}\n\nHow it did:\n{shown}\nWrite the new instruction in at most {max_chars} characters, on one line.",
+        fields.join(", "),
+        outputs.join(", "),
+        one_line(&step.signature.instructions),
+    );
+    // Tokens are about four characters; the cap leaves room to close the line.
+    let max_tokens = (max_chars / 3 + 16) as u32;
+    GenerationRequest::chat(
+        vec![Message::system(system), Message::user(user)],
+        max_tokens,
+    )
+    .with_sampling(SamplingParams::seeded(0.7, seed))
+    .with_grammar(PROPOSAL_GRAMMAR)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("the reply is not in the proposal frame")]
+    Unframed,
+    #[error("the instruction is empty or too short to mean anything")]
+    Empty,
+    #[error("the instruction is {0} characters, over the cap")]
+    TooLong(usize),
+    #[error("the instruction is the current one again")]
+    Unchanged,
+    #[error("the instruction repeats an earlier candidate's")]
+    Duplicate,
+    #[error("the instruction copies an example's input")]
+    CopiesInput,
+}
+
+/// Reads a proposer's reply as a new instruction for a step whose instruction is `current`,
+/// rejecting degenerate ones: empty, over `max_chars`, unchanged, a copy of one in `seen`, or
+/// one that contains an example's input text.
+pub fn read_proposal(
+    reply: &str,
+    current: &str,
+    seen: &[String],
+    examples: &[Reflection],
+    max_chars: usize,
+) -> Result<String, Rejected> {
+    let text = reply
+        .strip_prefix("instruction:")
+        .ok_or(Rejected::Unframed)?;
+    let instruction = one_line(text);
+    let chars = instruction.chars().count();
+    if chars < 12 || !instruction.chars().any(char::is_alphabetic) {
+        return Err(Rejected::Empty);
+    }
+    if chars > max_chars {
+        return Err(Rejected::TooLong(chars));
+    }
+    let same = |a: &str, b: &str| one_line(a).eq_ignore_ascii_case(b);
+    if same(current, &instruction) {
+        return Err(Rejected::Unchanged);
+    }
+    if seen.iter().any(|s| same(s, &instruction)) {
+        return Err(Rejected::Duplicate);
+    }
+    let copies = examples.iter().flat_map(|e| e.inputs.values()).any(|v| {
+        let input = one_line(&format_value(v));
+        input.chars().count() >= 24 && instruction.contains(&input)
+    });
+    if copies {
+        return Err(Rejected::CopiesInput);
+    }
+    Ok(instruction)
+}
+
+/// `program` with step `step`'s instruction replaced.
+pub fn with_instruction(program: &Program, step: usize, instruction: &str) -> Program {
+    let mut program = program.clone();
+    if let Some(s) = program.steps.get_mut(step) {
+        s.signature.instructions = instruction.to_string();
+    }
+    program
+}
+
+/// GEPA's merge: two descendants `a` and `b` of `ancestor` that changed different steps give a
+/// child with both changes. `None` when they are not eligible: a step changed in both, a
+/// side that changed nothing, or programs of different shapes.
+pub fn merge(ancestor: &Program, a: &Program, b: &Program) -> Option<Program> {
+    if a.steps.len() != ancestor.steps.len() || b.steps.len() != ancestor.steps.len() {
+        return None;
+    }
+    let (mut from_a, mut from_b) = (false, false);
+    let mut child = ancestor.clone();
+    for (i, base) in ancestor.steps.iter().enumerate() {
+        let (changed_a, changed_b) = (a.steps[i] != *base, b.steps[i] != *base);
+        match (changed_a, changed_b) {
+            (true, true) => return None,
+            (true, false) => {
+                child.steps[i] = a.steps[i].clone();
+                from_a = true;
+            }
+            (false, true) => {
+                child.steps[i] = b.steps[i].clone();
+                from_b = true;
+            }
+            (false, false) => {}
+        }
+    }
+    (from_a && from_b).then_some(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lm::gbnf::Grammar;
+    use crate::program::{FieldType, InputField, OutputField, PredictorKind, Signature};
+    use serde_json::json;
+
+    fn step(name: &str, instructions: &str) -> Predictor {
+        Predictor {
+            name: name.into(),
+            kind: PredictorKind::Predict,
+            signature: Signature {
+                instructions: instructions.into(),
+                inputs: vec![InputField {
+                    name: "review".into(),
+                    description: None,
+                }],
+                outputs: vec![OutputField {
+                    name: "sentiment".into(),
+                    description: None,
+                    ty: FieldType::Text,
+                }],
+            },
+            demos: Vec::new(),
+        }
+    }
+
+    fn example(review: &str) -> Reflection {
+        Reflection {
+            inputs: [("review".to_string(), json!(review))]
+                .into_iter()
+                .collect(),
+            outputs: Some(
+                [("sentiment".to_string(), json!("positive"))]
+                    .into_iter()
+                    .collect(),
+            ),
+            score: 0.0,
+            feedback: Some("`sentiment` was \"positive\", expected \"neutral\"".into()),
+        }
+    }
+
+    #[test]
+    fn the_request_shows_the_step_its_examples_and_their_feedback() {
+        let request = reflection_request(
+            &step("classify", "Classify the review."),
+            &[example("The tent weighs two kilograms.")],
+            200,
+            9,
+        );
+        let crate::engine::Prompt::Chat(messages) = &request.prompt else {
+            panic!("a chat request");
+        };
+        let user = &messages[1].content;
+        assert!(user.contains("Classify the review."), "{user}");
+        assert!(user.contains("input review: The tent weighs two kilograms."));
+        assert!(user.contains("expected \"neutral\""));
+        assert!(user.contains("at most 200 characters"));
+        assert_eq!(request.sampling.seed, 9);
+        let grammar = Grammar::parse(request.grammar.as_deref().unwrap()).unwrap();
+        assert!(grammar.matches("instruction: Say neutral for plain facts."));
+        assert!(
+            !grammar.matches("instruction: {\"text\": \"x\"}"),
+            "no JSON"
+        );
+        assert!(!grammar.matches("instruction: one\ntwo"), "one line");
+        assert!(!grammar.matches("Say neutral."), "the frame is required");
+    }
+
+    #[test]
+    fn degenerate_proposals_are_rejected_with_their_reason() {
+        let current = "Classify the review.";
+        let seen = vec!["Label the review as positive, negative or neutral.".to_string()];
+        let examples = [example(
+            "After a month, the tent weighs about two kilograms.",
+        )];
+        let read = |reply: &str| read_proposal(reply, current, &seen, &examples, 80);
+        assert_eq!(
+            read("instruction: Answer neutral when the review only states facts."),
+            Ok("Answer neutral when the review only states facts.".to_string())
+        );
+        assert_eq!(read("Classify it."), Err(Rejected::Unframed));
+        assert_eq!(read("instruction:   ...   "), Err(Rejected::Empty));
+        assert_eq!(
+            read("instruction: classify   the review."),
+            Err(Rejected::Unchanged)
+        );
+        assert_eq!(
+            read("instruction: Label the review as positive, negative or neutral."),
+            Err(Rejected::Duplicate)
+        );
+        assert_eq!(
+            read("instruction: After a month, the tent weighs about two kilograms."),
+            Err(Rejected::CopiesInput)
+        );
+        let long = format!("instruction: {}", "Think about the tone. ".repeat(10));
+        assert!(matches!(read(&long), Err(Rejected::TooLong(n)) if n > 80));
+    }
+
+    #[test]
+    fn merging_takes_each_side_s_changed_steps() {
+        let base = Program {
+            steps: vec![step("a", "Do a."), step("b", "Do b.")],
+        };
+        let left = with_instruction(&base, 0, "Do a better.");
+        let right = with_instruction(&base, 1, "Do b better.");
+        let child = merge(&base, &left, &right).unwrap();
+        assert_eq!(child.steps[0].signature.instructions, "Do a better.");
+        assert_eq!(child.steps[1].signature.instructions, "Do b better.");
+        // Both changed the same step: not eligible; nor is a side that changed nothing.
+        let clash = with_instruction(&base, 0, "Do a differently.");
+        assert_eq!(merge(&base, &left, &clash), None);
+        assert_eq!(merge(&base, &left, &base), None);
+        assert_eq!(
+            with_instruction(&base, 7, "x"),
+            base,
+            "no such step: unchanged"
+        );
+    }
+}
