@@ -23,6 +23,9 @@ use super::{OptimizeError, OptimizeFuture, Optimizer};
 use crate::program::Values;
 use crate::store::ResultRow;
 
+/// Proposals asked for per reflection before it is given up.
+const PROPOSAL_ATTEMPTS: u64 = 3;
+
 /// GEPA's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,28 +130,36 @@ impl Optimizer for Gepa {
                 }
                 let current = &parent.program.steps[step];
                 let reflections = reflections(&current.name, &parent_rows);
-                let request = instructions::reflection_request(
-                    current,
-                    &reflections,
-                    settings.max_chars,
-                    seed,
-                );
-                let reply = session.ask_proposer(request).await?;
-                let instruction = match read_proposal(
-                    &reply,
-                    &current.signature.instructions,
-                    &seen,
-                    &reflections,
-                    settings.max_chars,
-                ) {
-                    Ok(instruction) => instruction,
-                    Err(rejected) => {
-                        session.note(&format!(
+                // A small proposer often repeats what it was shown: ask again, with other
+                // seeds, a few times before giving up on this reflection.
+                let mut accepted = None;
+                for attempt in 0..PROPOSAL_ATTEMPTS {
+                    let request = instructions::reflection_request(
+                        current,
+                        &reflections,
+                        settings.max_chars,
+                        seed.wrapping_add(attempt),
+                    );
+                    let reply = session.ask_proposer(request).await?;
+                    match read_proposal(
+                        &reply,
+                        &current.signature.instructions,
+                        &seen,
+                        &reflections,
+                        settings.max_chars,
+                    ) {
+                        Ok(instruction) => {
+                            accepted = Some(instruction);
+                            break;
+                        }
+                        Err(rejected) => session.note(&format!(
                             "reflection {}: proposal rejected ({rejected}): {reply:?}",
                             iteration + 1
-                        ));
-                        continue;
+                        )),
                     }
+                }
+                let Some(instruction) = accepted else {
+                    continue;
                 };
                 seen.push(instruction.clone());
                 let child = session.propose(

@@ -77,11 +77,13 @@ pub fn reflection_request(
         .iter()
         .map(|f| f.name.clone())
         .collect();
-    let system = "You improve the instruction of one step of a language-model program. Read \
-                  how the step did, then write one better instruction: plain sentences, no \
+    let system = "You write instructions for a small language model. The current instruction \
+                  leads to the wrong answers shown. Write a NEW instruction, different from the \
+                  current one, that tells the model how to get these cases right: name the \
+                  mistake and the rule that avoids it. Plain sentences on one line; no \
                   examples copied, no JSON, no lists.";
     let user = format!(
-        "The step reads {} and writes {}.\nIts current instruction:\n{}\n\nHow it did:\n{shown}\nWrite the new instruction in at most {max_chars} characters, on one line.",
+        "The step reads {} and writes {}.\nCurrent instruction (do not repeat it): {}\n\nWhat happened with it:\n{shown}\nA new instruction of at most {max_chars} characters that fixes these mistakes:",
         fields.join(", "),
         outputs.join(", "),
         one_line(&step.signature.instructions),

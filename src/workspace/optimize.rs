@@ -18,7 +18,7 @@ use crate::task::Task;
 use tokio_util::sync::CancellationToken;
 
 /// What to optimize, and how.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OptimizeRequest {
     /// Task files; each runs with each optimizer as its own loop.
     pub tasks: Vec<PathBuf>,
