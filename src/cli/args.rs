@@ -133,8 +133,11 @@ pub enum OptimizerName {
     /// Zero-shot, labeled, bootstrap and --candidates shuffled bootstraps, best on val.
     RandomSearch,
     /// Instructions evolved by a proposer model reflecting on the metric's feedback, with a
-    /// Pareto front of candidates and merges (--auto, --proposer).
+    /// Pareto front of candidates and merges (--auto, --metric-calls, --proposer).
     Gepa,
+    /// MIPROv2: grounded instruction proposals and demonstration sets, chosen together by a
+    /// seeded Bayesian (TPE) search on validation minibatches (--auto, --trials, --proposer).
+    Mipro,
 }
 
 /// How much an instruction optimizer tries.
@@ -189,12 +192,22 @@ pub struct OptimizeArgs {
     /// pinned and present, else the task's model).
     #[arg(long)]
     pub proposer: Option<String>,
-    /// The effort preset of instruction optimizers (GEPA: 8, 16 or 32 reflections).
+    /// The effort preset of instruction optimizers, with DSPy's numbers: 6, 12 or 18
+    /// instruction candidates (MIPROv2: trials from that; GEPA: its metric-call budget).
     #[arg(long, value_enum, default_value = "light")]
     pub auto: AutoLevel,
-    /// Reflections of GEPA (overrides --auto).
+    /// MIPROv2's search trials (overrides --auto).
     #[arg(long)]
-    pub iterations: Option<usize>,
+    pub trials: Option<usize>,
+    /// MIPROv2's validation examples per trial.
+    #[arg(long, default_value_t = 35)]
+    pub minibatch: usize,
+    /// GEPA's budget in metric calls, examples scored (overrides --auto).
+    #[arg(long)]
+    pub metric_calls: Option<usize>,
+    /// The longest instruction an instruction optimizer accepts, in characters.
+    #[arg(long, default_value_t = tuningfork::optimize::instructions::DEFAULT_MAX_CHARS)]
+    pub max_chars: usize,
     /// Point this name at the result (with a single loop).
     #[arg(long)]
     pub promote: Option<String>,

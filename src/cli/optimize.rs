@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Result};
 use tuningfork::optimize::budget::parse_duration;
-use tuningfork::optimize::{BootstrapSettings, Budget, GepaSettings, OptimizerConfig};
+use tuningfork::optimize::{
+    BootstrapSettings, Budget, GepaSettings, MiproSettings, OptimizerConfig,
+};
 use tuningfork::workspace::{self, OptimizeReport, OptimizeRequest};
 
 use super::args::{AutoLevel, GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs};
@@ -26,17 +28,27 @@ fn optimizer_config(name: OptimizerName, args: &OptimizeArgs) -> OptimizerConfig
             candidates: args.candidates,
         },
         OptimizerName::Gepa => {
-            let preset = match args.auto {
-                AutoLevel::Light => "light",
-                AutoLevel::Medium => "medium",
-                AutoLevel::Heavy => "heavy",
-            };
-            let mut settings = GepaSettings::preset(preset).unwrap_or_default();
-            if let Some(iterations) = args.iterations {
-                settings.iterations = iterations;
-            }
+            let mut settings = GepaSettings::preset(preset(args.auto)).unwrap_or_default();
+            settings.metric_calls = args.metric_calls;
+            settings.max_chars = args.max_chars;
             OptimizerConfig::Gepa { settings }
         }
+        OptimizerName::Mipro => {
+            let mut mipro = MiproSettings::preset(preset(args.auto)).unwrap_or_default();
+            mipro.trials = args.trials;
+            mipro.minibatch = args.minibatch;
+            mipro.max_chars = args.max_chars;
+            mipro.demos = settings;
+            OptimizerConfig::Mipro { settings: mipro }
+        }
+    }
+}
+
+fn preset(level: AutoLevel) -> &'static str {
+    match level {
+        AutoLevel::Light => "light",
+        AutoLevel::Medium => "medium",
+        AutoLevel::Heavy => "heavy",
     }
 }
 

@@ -142,49 +142,9 @@ impl Optimizer for RandomSearch {
 
     fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
         Box::pin(async move {
-            let settings = &self.settings;
-            let student = session.student();
-            let n = session.train().0.len();
-            let mut candidates = vec![session.propose("zero-shot", student.clone(), Some(0))?];
-            if settings.max_labeled > 0 {
-                let program = labeled_program(session, student, settings.max_labeled, "labeled");
-                candidates.push(session.propose(
-                    format!("labeled k={}", settings.max_labeled),
-                    program,
-                    Some(0),
-                )?);
-            }
-            let order: Vec<usize> = (0..n).collect();
-            let program = bootstrap(
-                session,
-                settings,
-                &order,
-                settings.max_bootstrapped,
-                "bootstrap",
-            )
-            .await?;
-            candidates.push(session.propose("bootstrap", program, Some(0))?);
-            for c in 0..self.candidates {
-                let mut rng = session.rng(&format!("random-search:{c}"));
-                let order = shuffled(&mut rng, n);
-                let size = if settings.max_bootstrapped == 0 {
-                    0
-                } else {
-                    1 + (rng.next_u64() % settings.max_bootstrapped as u64) as usize
-                };
-                let program = bootstrap(
-                    session,
-                    settings,
-                    &order,
-                    size,
-                    &format!("random-search:{c}"),
-                )
-                .await?;
-                candidates.push(session.propose(
-                    format!("bootstrap shuffle {c} ({size} traced)"),
-                    program,
-                    Some(0),
-                )?);
+            let mut candidates = Vec::new();
+            for (label, program) in demo_sets(session, &self.settings, self.candidates).await? {
+                candidates.push(session.propose(label, program, Some(0))?);
             }
             // Identical programs are scored once.
             let mut seen = BTreeSet::new();
@@ -199,6 +159,52 @@ impl Optimizer for RandomSearch {
                 .ok_or_else(|| OptimizeError::Invalid("no candidate was scored".into()))
         })
     }
+}
+
+/// The programs random search compares, each with its label: zero-shot, labeled-only, the
+/// unshuffled bootstrap, then `shuffled` bootstraps over seeded shuffles of the training split
+/// with seeded random demonstration counts. MIPROv2 takes its demonstration sets from here.
+pub(super) async fn demo_sets(
+    session: &Session,
+    settings: &BootstrapSettings,
+    shuffled_count: usize,
+) -> Result<Vec<(String, Program)>, OptimizeError> {
+    let student = session.student();
+    let n = session.train().0.len();
+    let mut sets = vec![("zero-shot".to_string(), student.clone())];
+    if settings.max_labeled > 0 {
+        let program = labeled_program(session, student, settings.max_labeled, "labeled");
+        sets.push((format!("labeled k={}", settings.max_labeled), program));
+    }
+    let order: Vec<usize> = (0..n).collect();
+    let program = bootstrap(
+        session,
+        settings,
+        &order,
+        settings.max_bootstrapped,
+        "bootstrap",
+    )
+    .await?;
+    sets.push(("bootstrap".to_string(), program));
+    for c in 0..shuffled_count {
+        let mut rng = session.rng(&format!("random-search:{c}"));
+        let order = shuffled(&mut rng, n);
+        let size = if settings.max_bootstrapped == 0 {
+            0
+        } else {
+            1 + (rng.next_u64() % settings.max_bootstrapped as u64) as usize
+        };
+        let program = bootstrap(
+            session,
+            settings,
+            &order,
+            size,
+            &format!("random-search:{c}"),
+        )
+        .await?;
+        sets.push((format!("bootstrap shuffle {c} ({size} traced)"), program));
+    }
+    Ok(sets)
 }
 
 /// Bootstraps demonstrations for every predictor of the student: the teacher runs over the

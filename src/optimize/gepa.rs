@@ -8,7 +8,8 @@
 //! [`super::instructions::read_proposal`]) makes a child, kept only if it beats its parent on
 //! that minibatch; a kept child is scored on the whole validation split and joins the pool.
 //! After an accepted child, two front candidates that improved different steps are merged. The
-//! result is the candidate with the best validation mean.
+//! search stops once its metric calls (examples scored) reach the budget; the result is the
+//! candidate with the best validation mean.
 //!
 //! Every choice comes from the session's seeded generators and stored results, and every
 //! proposer call goes through the store, so a resumed run makes the same choices and
@@ -30,8 +31,11 @@ const PROPOSAL_ATTEMPTS: u64 = 3;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GepaSettings {
-    /// Reflection rounds (each proposes at most one child).
-    pub iterations: usize,
+    /// The `n` of DSPy's budget rule (6, 12 or 18 for light, medium, heavy).
+    pub candidates: usize,
+    /// Metric calls (examples scored, stored ones included) before the search stops;
+    /// `None`: DSPy's rule for `candidates`, the number of steps and the validation size.
+    pub metric_calls: Option<usize>,
     /// Training examples shown to the proposer, and on which a child must beat its parent.
     pub minibatch: usize,
     /// The longest instruction accepted, in characters.
@@ -43,17 +47,31 @@ pub struct GepaSettings {
 impl GepaSettings {
     /// `light`, `medium` or `heavy`.
     pub fn preset(name: &str) -> Option<GepaSettings> {
-        let iterations = match name {
-            "light" => 8,
-            "medium" => 16,
-            "heavy" => 32,
+        let candidates = match name {
+            "light" => 6,
+            "medium" => 12,
+            "heavy" => 18,
             _ => return None,
         };
         Some(GepaSettings {
-            iterations,
+            candidates,
+            metric_calls: None,
             minibatch: 3,
             max_chars: instructions::DEFAULT_MAX_CHARS,
             merge: true,
+        })
+    }
+
+    /// The metric calls of a search over `steps` steps with `val` validation examples: the
+    /// budget DSPy gives GEPA, that of a MIPROv2 run with as many candidates
+    /// (`V + 5n + 35·N + (⌊(N+1)/5⌋ + 1 + [N < 5])·V`, `N` its trials).
+    pub fn metric_calls_for(&self, steps: usize, val: usize) -> usize {
+        self.metric_calls.unwrap_or_else(|| {
+            let n = self.candidates.max(2);
+            let vars = (2 * steps.max(1)) as f64;
+            let trials = (2.0 * vars * (n as f64).log2()).max(1.5 * n as f64) as usize;
+            let full_evals = (trials + 1) / 5 + 1 + usize::from(trials < 5);
+            val + 5 * n + 35 * trials + full_evals * val
         })
     }
 }
@@ -110,21 +128,29 @@ impl Optimizer for Gepa {
                 .map(|s| s.signature.instructions.clone())
                 .collect();
             let mut merged = std::collections::BTreeSet::new();
-            for iteration in 0..settings.iterations {
+            let budget = settings.metric_calls_for(steps, session.val().0.len());
+            let mut used = rows.len();
+            let mut iteration = 0;
+            while used < budget {
                 session.stage(
-                    &format!("reflection {} of {}", iteration + 1, settings.iterations),
+                    &format!(
+                        "reflection {} ({used} of {budget} metric calls)",
+                        iteration + 1
+                    ),
                     settings.minibatch * 2,
                 );
+                iteration += 1;
                 let Some(parent_at) = pareto::sample_parent(&pool.scores, &mut rng) else {
                     break;
                 };
                 let parent = pool.members[parent_at].clone();
-                let step = iteration % steps;
+                let step = (iteration - 1) % steps;
                 let minibatch = rng.choose(train_len, settings.minibatch);
                 let seed = rng.next_u64();
                 let parent_rows = session
                     .score_rows(&parent, Batch::TrainSubset(minibatch.clone()))
                     .await?;
+                used += parent_rows.len();
                 if parent_rows.iter().all(|r| r.score >= 1.0) {
                     continue;
                 }
@@ -154,7 +180,7 @@ impl Optimizer for Gepa {
                         }
                         Err(rejected) => session.note(&format!(
                             "reflection {}: proposal rejected ({rejected}): {reply:?}",
-                            iteration + 1
+                            iteration
                         )),
                     }
                 }
@@ -163,18 +189,20 @@ impl Optimizer for Gepa {
                 };
                 seen.push(instruction.clone());
                 let child = session.propose(
-                    format!("gepa {} · {}", iteration + 1, current.name),
+                    format!("gepa {iteration} · {}", current.name),
                     instructions::with_instruction(&parent.program, step, &instruction),
                     Some(parent.ordinal),
                 )?;
                 let child_rows = session
                     .score_rows(&child, Batch::TrainSubset(minibatch))
                     .await?;
+                used += child_rows.len();
                 let scores = |rows: &[ResultRow]| rows.iter().map(|r| r.score).collect::<Vec<_>>();
                 if !pareto::accept(&scores(&parent_rows), &scores(&child_rows)) {
                     continue;
                 }
                 let rows = session.score_rows(&child, Batch::Val).await?;
+                used += rows.len();
                 pool.add(child, &rows);
                 if settings.merge {
                     if let Some((a, b)) = merge_pair(&pool, &merged) {
@@ -193,6 +221,7 @@ impl Optimizer for Gepa {
                                 Some(pool.members[a].ordinal),
                             )?;
                             let rows = session.score_rows(&child, Batch::Val).await?;
+                            used += rows.len();
                             pool.add(child, &rows);
                         }
                     }

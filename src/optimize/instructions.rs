@@ -98,6 +98,135 @@ pub fn reflection_request(
     .with_grammar(PROPOSAL_GRAMMAR)
 }
 
+/// The grammar of a dataset summary: one line after a fixed label.
+pub const SUMMARY_GRAMMAR: &str = "root ::= \"summary: \" [^\\n{}\\[\\]]+\n";
+
+/// The tips MIPROv2's grounded proposer draws from, one per proposal (the first: no tip).
+pub const TIPS: [&str; 6] = [
+    "",
+    "Be creative: find a new way to put the task.",
+    "Keep the instruction simple and short.",
+    "Describe the task precisely, naming what decides each output.",
+    "Say what is most important to get right, as if mistakes were costly.",
+    "Give the model a role that suits the task.",
+];
+
+/// How `program` looks to a proposer: each step with its fields, their types and
+/// descriptions, and its instruction.
+pub fn describe_program(program: &Program) -> String {
+    let mut text = String::new();
+    for (i, step) in program.steps.iter().enumerate() {
+        text.push_str(&format!(
+            "Step {} `{}`: {}\n",
+            i + 1,
+            step.name,
+            one_line(&step.signature.instructions)
+        ));
+        for field in &step.signature.inputs {
+            let about = field.description.as_deref().map(one_line);
+            text.push_str(&format!(
+                "  reads {}{}\n",
+                field.name,
+                about.map_or(String::new(), |d| format!(" ({d})"))
+            ));
+        }
+        for field in &step.signature.outputs {
+            let about = field.description.as_deref().map(one_line);
+            text.push_str(&format!(
+                "  writes {}, {}{}\n",
+                field.name,
+                field.ty.describe(),
+                about.map_or(String::new(), |d| format!(" ({d})"))
+            ));
+        }
+    }
+    text
+}
+
+/// One example as a line of `name: value` pairs.
+fn example_line(values: &Values) -> String {
+    values
+        .iter()
+        .map(|(name, value)| format!("{name}: {}", one_line(&format_value(value))))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The request that asks the proposer to summarise a sample of the training data, in one
+/// line: what the examples are about and what decides their outputs.
+pub fn summary_request(program: &Program, examples: &[Values], seed: u64) -> GenerationRequest {
+    let shown: String = examples
+        .iter()
+        .map(|e| format!("- {}\n", example_line(e)))
+        .collect();
+    let user = format!(
+        "A program:\n{}\nExamples of its data:\n{shown}\nIn one or two sentences, describe this data: what the examples are about and what decides the outputs.",
+        describe_program(program)
+    );
+    GenerationRequest::chat(
+        vec![
+            Message::system(
+                "You study datasets and describe them briefly. Plain sentences on one line.",
+            ),
+            Message::user(user),
+        ],
+        96,
+    )
+    .with_sampling(SamplingParams::seeded(0.7, seed))
+    .with_grammar(SUMMARY_GRAMMAR)
+}
+
+/// Reads a summary reply: the text after its label, or `None` when there is none.
+pub fn read_summary(reply: &str) -> Option<String> {
+    let text = one_line(reply.strip_prefix("summary:")?);
+    (text.chars().filter(|c| c.is_alphabetic()).count() >= 12).then_some(text)
+}
+
+/// MIPROv2's grounded proposal: a new instruction for step `step` of `program`, written from a
+/// summary of the data, a description of the program, examples of the step (a demonstration
+/// set) and a tip.
+pub fn grounded_request(
+    program: &Program,
+    step: usize,
+    summary: Option<&str>,
+    examples: &[Values],
+    tip: &str,
+    max_chars: usize,
+    seed: u64,
+) -> GenerationRequest {
+    let predictor = &program.steps[step];
+    let mut user = String::new();
+    if let Some(summary) = summary {
+        user.push_str(&format!("About the data: {summary}\n\n"));
+    }
+    user.push_str(&format!(
+        "The program:\n{}\nThe step to instruct: `{}`.\n",
+        describe_program(program),
+        predictor.name
+    ));
+    if !examples.is_empty() {
+        user.push_str("Examples of this step done right:\n");
+        for example in examples {
+            user.push_str(&format!("- {}\n", example_line(example)));
+        }
+    }
+    if !tip.is_empty() {
+        user.push_str(&format!("Tip: {tip}\n"));
+    }
+    user.push_str(&format!(
+        "\nA new instruction for this step, different from its current one, of at most {max_chars} characters:"
+    ));
+    let system = "You write instructions for a small language model that runs one step of a \
+                  program. Tell it what to do and how to decide its outputs. Plain sentences on \
+                  one line; no examples copied, no JSON, no lists.";
+    GenerationRequest::chat(
+        vec![Message::system(system), Message::user(user)],
+        (max_chars / 3 + 16) as u32,
+    )
+    .with_sampling(SamplingParams::seeded(0.9, seed))
+    .with_grammar(PROPOSAL_GRAMMAR)
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -17,11 +17,13 @@ pub mod budget;
 mod fewshot;
 pub mod gepa;
 pub mod instructions;
+pub mod mipro;
 pub mod pareto;
 pub mod run;
 mod session;
 #[cfg(test)]
 mod tests;
+pub mod tpe;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use budget::{Budget, Stop, Tracker};
 pub use fewshot::{BootstrapFewShot, LabeledFewShot, RandomSearch};
 pub use gepa::{Gepa, GepaSettings};
+pub use mipro::{Mipro, MiproSettings};
 pub use run::{run_loop, LoopOutcome, LoopSpec, SplitScores};
 pub use session::{
     program_hash, Batch, Candidate, Evaluator, EvaluatorParts, Observer, Session, Silent,
@@ -124,6 +127,10 @@ pub enum OptimizerConfig {
         #[serde(flatten)]
         settings: GepaSettings,
     },
+    Mipro {
+        #[serde(flatten)]
+        settings: MiproSettings,
+    },
 }
 
 impl OptimizerConfig {
@@ -148,12 +155,18 @@ impl OptimizerConfig {
             OptimizerConfig::Gepa { settings } => Box::new(Gepa {
                 settings: settings.clone(),
             }),
+            OptimizerConfig::Mipro { settings } => Box::new(Mipro {
+                settings: settings.clone(),
+            }),
         }
     }
 
     /// Whether the optimizer calls a proposer model.
     pub fn needs_proposer(&self) -> bool {
-        matches!(self, OptimizerConfig::Gepa { .. })
+        matches!(
+            self,
+            OptimizerConfig::Gepa { .. } | OptimizerConfig::Mipro { .. }
+        )
     }
 
     /// Checks the settings.
@@ -169,13 +182,25 @@ impl OptimizerConfig {
             OptimizerConfig::BootstrapFewShot { settings } => settings,
             OptimizerConfig::RandomSearch { settings, .. } => settings,
             OptimizerConfig::Gepa { settings } => {
-                if settings.iterations == 0 || settings.minibatch == 0 {
-                    return Err("GEPA needs at least one iteration and a minibatch of 1".into());
+                if settings.metric_calls == Some(0) || settings.minibatch == 0 {
+                    return Err(
+                        "GEPA needs a metric-call budget and a minibatch of at least 1".into(),
+                    );
                 }
-                if settings.max_chars < 40 {
-                    return Err("GEPA's instruction cap must be at least 40 characters".into());
+                if settings.candidates == 0 {
+                    return Err("GEPA's budget rule needs at least 1 candidate".into());
                 }
-                return Ok(());
+                return check_cap(settings.max_chars, "GEPA");
+            }
+            OptimizerConfig::Mipro { settings } => {
+                if settings.candidates == 0 || settings.trials == Some(0) {
+                    return Err("MIPROv2 needs at least 1 candidate and 1 trial".into());
+                }
+                if settings.minibatch == 0 || settings.full_eval_every == 0 {
+                    return Err("MIPROv2 needs a minibatch of at least 1 and a full evaluation every 1 trial or more".into());
+                }
+                check_cap(settings.max_chars, "MIPROv2")?;
+                &settings.demos
             }
         };
         if settings.max_bootstrapped == 0 && settings.max_labeled == 0 {
@@ -189,4 +214,14 @@ impl OptimizerConfig {
         }
         Ok(())
     }
+}
+
+/// The instruction cap of an instruction optimizer leaves room for a sentence.
+fn check_cap(max_chars: usize, optimizer: &str) -> Result<(), String> {
+    if max_chars < 40 {
+        return Err(format!(
+            "{optimizer}'s instruction cap must be at least 40 characters"
+        ));
+    }
+    Ok(())
 }

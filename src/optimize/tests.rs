@@ -404,7 +404,8 @@ fn instruction_follower() -> FakeLm {
 fn gepa_keeps_a_reflected_instruction_that_beats_its_parent_and_rejects_repeats() {
     let mut spec = spec(OptimizerConfig::Gepa {
         settings: GepaSettings {
-            iterations: 6,
+            candidates: 6,
+            metric_calls: Some(6 + 36),
             minibatch: 3,
             max_chars: 200,
             merge: true,
@@ -501,4 +502,101 @@ fn gepa_without_a_proposer_is_a_clear_error() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("proposer"), "{err}");
+}
+
+#[test]
+fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
+    let mut spec = spec(OptimizerConfig::Mipro {
+        settings: MiproSettings {
+            candidates: 3,
+            trials: Some(12),
+            minibatch: 4,
+            full_eval_every: 3,
+            max_chars: 200,
+            demos: BootstrapSettings {
+                max_labeled: 2,
+                max_bootstrapped: 1,
+                ..BootstrapSettings::default()
+            },
+        },
+    });
+    spec.proposer = Some(ArtifactModel {
+        name: "fake-proposer".into(),
+        sha256: "1".repeat(64),
+    });
+    // A summary first; then the new instruction, then a different one.
+    let proposer = || {
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        Arc::new(FakeLm::new(3).with_script(move |call| {
+            if call.request.grammar.as_deref() == Some(instructions::SUMMARY_GRAMMAR) {
+                return Some("summary: Short reviews, each labelled with its tone.".into());
+            }
+            let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(if n == 0 {
+                format!("instruction: {NEW_INSTRUCTION}")
+            } else {
+                "instruction: Read the review and name its tone in one word.".to_string()
+            })
+        }))
+    };
+    let l = Loop::new(&spec);
+    let lm = Arc::new(instruction_follower());
+    let proposing = proposer();
+    let outcome = l
+        .run_with(
+            &spec,
+            &lm,
+            Some(&proposing),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert_eq!(outcome.optimized.val, Some(1.0), "{outcome:?}");
+    assert!(outcome.baseline.val < Some(1.0));
+    let program = l.chosen_program(&outcome);
+    assert_eq!(program.steps[0].signature.instructions, NEW_INSTRUCTION);
+    // Grounded: the proposals saw the summary, the program and a demonstration set.
+    let calls = proposing.calls();
+    assert_eq!(
+        calls.len(),
+        3,
+        "a summary and one proposal per non-empty set"
+    );
+    assert!(
+        calls[1].prompt.contains("About the data: Short reviews"),
+        "{}",
+        calls[1].prompt
+    );
+    assert!(calls[1]
+        .prompt
+        .contains("writes sentiment, one of: positive, negative, neutral"));
+    assert!(calls[1]
+        .prompt
+        .contains("Examples of this step done right:"));
+    assert!(outcome.notes.iter().any(|n| n.starts_with("data summary:")));
+    assert!(
+        outcome.notes.iter().any(|n| n.contains(NEW_INSTRUCTION)),
+        "{:?}",
+        outcome.notes
+    );
+    let candidates = l.store.candidates(l.optimization_id).unwrap();
+    assert!(candidates
+        .iter()
+        .skip(1)
+        .all(|c| c.label.starts_with("mipro instruction")));
+    // The instruction was also tried without demonstrations, or with them: both are choices.
+    assert!(candidates.len() > 3, "{candidates:?}");
+    // Resuming reads every result back and makes the same choices.
+    let again = Arc::new(instruction_follower());
+    let resumed = l
+        .run_with(
+            &spec,
+            &again,
+            Some(&proposer()),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert_eq!(again.call_count(), 0);
+    assert_eq!(resumed, outcome);
 }
