@@ -392,3 +392,88 @@ fn a_program_saved_by_dspy_imports_onto_its_task() {
         theirs["classify"]["signature"]["fields"][0]["prefix"]
     );
 }
+
+#[test]
+fn instruction_optimizers_propose_with_the_pinned_proposer_and_rerun_from_the_cache() {
+    let _serial = serial();
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
+    let task = task.to_str().unwrap();
+    let args = [
+        "optimize",
+        task,
+        "--optimizer",
+        "mipro",
+        "--optimizer",
+        "gepa",
+        "--proposer",
+        "qwen2.5-coder-0.5b",
+        "--max-labeled",
+        "4",
+        "--max-bootstrapped",
+        "2",
+        "--trials",
+        "5",
+        "--minibatch",
+        "6",
+        "--metric-calls",
+        "60",
+        "--json",
+    ];
+    let run = report(&sandbox.run(&args));
+    assert_eq!(run["status"], "completed", "{run}");
+    let loops = run["loops"].as_array().unwrap();
+    for (outcome, optimizer) in loops.iter().zip(["mipro", "gepa"]) {
+        assert_eq!(outcome["optimizer"], optimizer);
+        assert_eq!(outcome["status"], "completed", "{outcome}");
+        // The baseline is a candidate of both, so neither ends below it on validation.
+        assert!(outcome["optimized"]["val"].as_f64() >= outcome["baseline"]["val"].as_f64());
+        assert!(
+            outcome["notes"].as_array().is_some_and(|n| !n.is_empty()),
+            "{outcome}"
+        );
+    }
+    // MIPROv2 summarised the data and proposed instructions; every one of them is either a
+    // candidate instruction or a rejection with its reason.
+    let notes: Vec<&str> = loops[0]["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(notes[0].starts_with("data summary"), "{notes:?}");
+    assert!(
+        notes[1..]
+            .iter()
+            .all(|n| n.contains(" instruction ") || n.contains("rejected (")),
+        "{notes:?}"
+    );
+    // The proposer's calls are in the store under its own model, apart from the task model's.
+    let shares = run["by_model"].as_array().unwrap();
+    assert_eq!(shares.len(), 2, "{run}");
+    assert_eq!(shares[1]["model"], "qwen2.5-coder-0.5b");
+    assert!(shares[1]["calls"].as_i64().unwrap() >= 2);
+    let conn = db(&sandbox);
+    let framed = count(
+        &conn,
+        "SELECT COUNT(*) FROM calls c JOIN models m ON m.sha256 = c.model_sha256
+           WHERE m.name = 'qwen2.5-coder-0.5b'
+             AND (c.output LIKE 'instruction: %' OR c.output LIKE 'summary: %')",
+    );
+    assert_eq!(
+        framed,
+        shares[1]["calls"].as_i64().unwrap(),
+        "every reply in its frame"
+    );
+    // `runs show` lists the proposed instructions and the notes.
+    let shown = sandbox.run(&["runs", "show", run["run"].as_str().unwrap()]);
+    assert!(stdout(&shown).contains("notes:"), "{}", stdout(&shown));
+
+    // The same command again: every call, the proposer's included, from the cache, and the
+    // same artifacts.
+    let again = report(&sandbox.run(&args));
+    assert_eq!(again["cache_hits"], again["calls"], "{again}");
+    for (a, b) in loops.iter().zip(again["loops"].as_array().unwrap()) {
+        assert_eq!(a["artifact_hash"], b["artifact_hash"]);
+    }
+}

@@ -160,6 +160,20 @@ impl RunView {
                         .map_or("-".to_string(), |v| format!("{v:.3}")),
                     crate::artifact::short(&candidate.program_hash)
                 )?;
+                for (step, instruction) in changed_instructions(candidates, candidate) {
+                    writeln!(out, "       {step}: {instruction:?}")?;
+                }
+            }
+            let notes = loop_row
+                .summary
+                .as_ref()
+                .and_then(|s| s.get("notes"))
+                .and_then(|n| n.as_array());
+            if let Some(notes) = notes.filter(|n| !n.is_empty()) {
+                writeln!(out, "  notes:")?;
+                for note in notes.iter().filter_map(|n| n.as_str()) {
+                    writeln!(out, "    {note}")?;
+                }
             }
             if let Some(hash) = &loop_row.artifact_hash {
                 writeln!(out, "  result: artifact {hash}")?;
@@ -205,4 +219,39 @@ fn abbreviate(text: &str, max: usize) -> String {
         let cut: String = flat.chars().take(max).collect();
         format!("{cut}…")
     }
+}
+
+/// The steps whose instruction in `candidate` differs from the loop's first candidate (the
+/// baseline), with the new instruction.
+fn changed_instructions(
+    candidates: &[CandidateRow],
+    candidate: &CandidateRow,
+) -> Vec<(String, String)> {
+    let instructions = |program: &serde_json::Value| -> Vec<(String, String)> {
+        program["steps"]
+            .as_array()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["name"].as_str().unwrap_or("?").to_string(),
+                            s["signature"]["instructions"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let Some(first) = candidates.first() else {
+        return Vec::new();
+    };
+    let base = instructions(&first.program);
+    instructions(&candidate.program)
+        .into_iter()
+        .filter(|(name, text)| !base.iter().any(|(n, t)| n == name && t == text))
+        .collect()
 }

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_CHARS: usize = 400;
 
 /// The grammar of a proposal: one line of text after a fixed label. JSON objects, lists and
 /// multi-line answers cannot be produced at all.
-pub const PROPOSAL_GRAMMAR: &str = "root ::= \"instruction: \" [^\\n{}\\[\\]]+\n";
+pub const PROPOSAL_GRAMMAR: &str = "root ::= \"instruction: \" [^\\n{}\\[\\]`]+\n";
 
 /// One example the proposer reflects on: what the step read and wrote, and what the metric
 /// said about it.
@@ -111,34 +111,44 @@ pub const TIPS: [&str; 6] = [
     "Give the model a role that suits the task.",
 ];
 
-/// How `program` looks to a proposer: each step with its fields, their types and
-/// descriptions, and its instruction.
+/// How `program` looks to a proposer, in prose: what each step reads and writes, with the
+/// fields' types, choices and descriptions, and its current instruction. (Small code models
+/// shown a structured listing answer with more listing, not with an instruction.)
 pub fn describe_program(program: &Program) -> String {
     let mut text = String::new();
+    let many = program.steps.len() > 1;
     for (i, step) in program.steps.iter().enumerate() {
+        let about = |name: &str, description: Option<&String>| match description {
+            Some(d) => format!("{name} ({})", one_line(d)),
+            None => name.to_string(),
+        };
+        let reads: Vec<String> = step
+            .signature
+            .inputs
+            .iter()
+            .map(|f| about(&f.name, f.description.as_ref()))
+            .collect();
+        let writes: Vec<String> = step
+            .signature
+            .outputs
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}, {}",
+                    about(&f.name, f.description.as_ref()),
+                    f.ty.describe()
+                )
+            })
+            .collect();
+        if many {
+            text.push_str(&format!("Step {} of {}: ", i + 1, program.steps.len()));
+        }
         text.push_str(&format!(
-            "Step {} `{}`: {}\n",
-            i + 1,
-            step.name,
+            "the model reads {} and writes {}. Its current instruction: \"{}\"\n",
+            reads.join("; "),
+            writes.join("; "),
             one_line(&step.signature.instructions)
         ));
-        for field in &step.signature.inputs {
-            let about = field.description.as_deref().map(one_line);
-            text.push_str(&format!(
-                "  reads {}{}\n",
-                field.name,
-                about.map_or(String::new(), |d| format!(" ({d})"))
-            ));
-        }
-        for field in &step.signature.outputs {
-            let about = field.description.as_deref().map(one_line);
-            text.push_str(&format!(
-                "  writes {}, {}{}\n",
-                field.name,
-                field.ty.describe(),
-                about.map_or(String::new(), |d| format!(" ({d})"))
-            ));
-        }
     }
     text
 }
@@ -160,7 +170,7 @@ pub fn summary_request(program: &Program, examples: &[Values], seed: u64) -> Gen
         .map(|e| format!("- {}\n", example_line(e)))
         .collect();
     let user = format!(
-        "A program:\n{}\nExamples of its data:\n{shown}\nIn one or two sentences, describe this data: what the examples are about and what decides the outputs.",
+        "The task: {}\nExamples of its data:\n{shown}\nIn one or two sentences, describe this data: what the examples are about and what decides the outputs.",
         describe_program(program)
     );
     GenerationRequest::chat(
@@ -200,10 +210,19 @@ pub fn grounded_request(
         user.push_str(&format!("About the data: {summary}\n\n"));
     }
     user.push_str(&format!(
-        "The program:\n{}\nThe step to instruct: `{}`.\n",
-        describe_program(program),
-        predictor.name
+        "The task: {}",
+        describe_program(&Program {
+            steps: vec![predictor.clone()]
+        })
     ));
+    if program.steps.len() > 1 {
+        user.push_str(&format!(
+            "It is step {} (`{}`) of a program:\n{}",
+            step + 1,
+            predictor.name,
+            describe_program(program)
+        ));
+    }
     if !examples.is_empty() {
         user.push_str("Examples of this step done right:\n");
         for example in examples {
@@ -214,7 +233,7 @@ pub fn grounded_request(
         user.push_str(&format!("Tip: {tip}\n"));
     }
     user.push_str(&format!(
-        "\nA new instruction for this step, different from its current one, of at most {max_chars} characters:"
+        "\nWrite a better instruction for the model, in plain words, starting with a verb, of at most {max_chars} characters:"
     ));
     let system = "You write instructions for a small language model that runs one step of a \
                   program. Tell it what to do and how to decide its outputs. Plain sentences on \
@@ -262,6 +281,11 @@ pub fn read_proposal(
         .strip_prefix("instruction:")
         .ok_or(Rejected::Unframed)?;
     let instruction = one_line(text);
+    // Small models often quote what they write.
+    let instruction = instruction
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .map_or(instruction.clone(), |t| t.trim().to_string());
     let chars = instruction.chars().count();
     if chars < 12 || !instruction.chars().any(char::is_alphabetic) {
         return Err(Rejected::Empty);
@@ -269,7 +293,17 @@ pub fn read_proposal(
     if chars > max_chars {
         return Err(Rejected::TooLong(chars));
     }
-    let same = |a: &str, b: &str| one_line(a).eq_ignore_ascii_case(b);
+    // Equal up to case, spacing and punctuation.
+    let words = |text: &str| -> String {
+        text.chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let same = |a: &str, b: &str| words(a) == words(b);
     if same(current, &instruction) {
         return Err(Rejected::Unchanged);
     }
@@ -408,6 +442,15 @@ mod tests {
         assert_eq!(
             read("instruction: classify   the review."),
             Err(Rejected::Unchanged)
+        );
+        assert_eq!(
+            read("instruction: \"Classify the review\""),
+            Err(Rejected::Unchanged),
+            "quotes, case and punctuation do not make it new"
+        );
+        assert_eq!(
+            read("instruction: \"Say neutral for plain facts.\""),
+            Ok("Say neutral for plain facts.".to_string())
         );
         assert_eq!(
             read("instruction: Label the review as positive, negative or neutral."),

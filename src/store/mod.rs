@@ -23,7 +23,7 @@ pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
 pub use optimizations::{CandidateRow, OptimizationRow, ResultRow};
-pub use runs::{LoopStatus, NewRun, RunRecord, RunStatus, RunSummary};
+pub use runs::{LoopStatus, ModelShare, NewRun, RunRecord, RunStatus, RunSummary};
 
 use crate::models::{HashMemo, ModelPin};
 

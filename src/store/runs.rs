@@ -140,6 +140,18 @@ pub struct RunSummary {
     pub failed_calls: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Calls and tokens (prompt plus completion) per model, by the model's pinned name, in
+    /// the order each model was first called: a run with a proposer or a judge model shows
+    /// their share apart from the task model's.
+    pub by_model: Vec<ModelShare>,
+}
+
+/// One model's share of a run's calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelShare {
+    pub model: String,
+    pub calls: i64,
+    pub tokens: i64,
 }
 
 const RUN_COLUMNS: &str = "id, uid, kind, config_json, seed, status, started_at, ended_at, \
@@ -242,6 +254,25 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .map_err(|e| self.sql_error(e))?;
+        let mut statement = conn
+            .prepare(
+                "SELECT COALESCE(m.name, substr(c.model_sha256, 1, 12)), COUNT(*),
+                        COALESCE(SUM(c.prompt_tokens + c.completion_tokens), 0)
+                 FROM calls c LEFT JOIN models m ON m.sha256 = c.model_sha256
+                 WHERE c.run_id = ?1 GROUP BY c.model_sha256 ORDER BY MIN(c.id)",
+            )
+            .map_err(|e| self.sql_error(e))?;
+        let by_model = statement
+            .query_map([run.id], |r| {
+                Ok(ModelShare {
+                    model: r.get(0)?,
+                    calls: r.get(1)?,
+                    tokens: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql_error(e))?;
+        drop(statement);
         Ok(RunSummary {
             run,
             calls,
@@ -249,6 +280,7 @@ impl Store {
             failed_calls,
             prompt_tokens,
             completion_tokens,
+            by_model,
         })
     }
 }

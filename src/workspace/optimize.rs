@@ -483,6 +483,7 @@ impl OptimizeReport {
             calls: i64,
             cache_hits: i64,
             tokens: i64,
+            by_model: &'a [crate::store::ModelShare],
             wall_seconds: f64,
         }
         serde_json::to_value(Json {
@@ -499,6 +500,7 @@ impl OptimizeReport {
             calls: self.summary.calls,
             cache_hits: self.summary.cache_hits,
             tokens: self.summary.prompt_tokens + self.summary.completion_tokens,
+            by_model: &self.summary.by_model,
             wall_seconds: self.wall_seconds,
         })
         .expect("reports serialize")
@@ -563,6 +565,16 @@ impl std::fmt::Display for OptimizeReport {
             self.summary.cache_hits,
             self.summary.prompt_tokens + self.summary.completion_tokens,
             format_duration(self.wall_seconds.round() as u64)
-        )
+        )?;
+        if self.summary.by_model.len() > 1 {
+            let shares: Vec<String> = self
+                .summary
+                .by_model
+                .iter()
+                .map(|m| format!("{} {} calls, {} tokens", m.model, m.calls, m.tokens))
+                .collect();
+            write!(f, "\n  by model: {}", shares.join("; "))?;
+        }
+        Ok(())
     }
 }
