@@ -468,6 +468,10 @@ fn instruction_optimizers_propose_with_the_pinned_proposer_and_rerun_from_the_ca
     // `runs show` lists the proposed instructions and the notes.
     let shown = sandbox.run(&["runs", "show", run["run"].as_str().unwrap()]);
     assert!(stdout(&shown).contains("notes:"), "{}", stdout(&shown));
+    // A replay recomputes every call, the proposer's too, byte for byte.
+    let replayed = report(&sandbox.run(&["replay", run["run"].as_str().unwrap(), "--json"]));
+    assert_eq!(replayed["diverged"], 0, "{replayed}");
+    assert_eq!(replayed["identical"], run["calls"], "{replayed}");
 
     // The same command again: every call, the proposer's included, from the cache, and the
     // same artifacts.
@@ -476,4 +480,42 @@ fn instruction_optimizers_propose_with_the_pinned_proposer_and_rerun_from_the_ca
     for (a, b) in loops.iter().zip(again["loops"].as_array().unwrap()) {
         assert_eq!(a["artifact_hash"], b["artifact_hash"]);
     }
+}
+
+#[test]
+fn gepa_reflects_on_a_judge_s_feedback_text() {
+    let _serial = serial();
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 18, 9, 6);
+    // The metric is a model: the task's own grades (0 to 1, with a sentence of feedback).
+    let text = std::fs::read_to_string(&task).unwrap();
+    let metric_at = text.find("[metric]").unwrap();
+    let generation_at = text.find("[generation]").unwrap();
+    let judged = format!(
+        "{}[metric]\nkind = \"judge\"\ninstructions = \"The predicted sentiment must be the expected one; neutral means facts without an opinion.\"\n\n{}",
+        &text[..metric_at],
+        &text[generation_at..]
+    );
+    std::fs::write(&task, judged).unwrap();
+    let run = report(&sandbox.run(&[
+        "optimize",
+        task.to_str().unwrap(),
+        "--optimizer",
+        "gepa",
+        "--metric-calls",
+        "30",
+        "--json",
+    ]));
+    assert_eq!(run["status"], "completed", "{run}");
+    let outcome = &run["loops"][0];
+    assert_eq!(outcome["status"], "completed", "{outcome}");
+    assert!(outcome["optimized"]["val"].as_f64() >= outcome["baseline"]["val"].as_f64());
+    // Some reflection showed the proposer the judge's own words about an example.
+    let conn = db(&sandbox);
+    let reflections = count(
+        &conn,
+        "SELECT COUNT(*) FROM calls WHERE prompt LIKE '%What happened with it:%'
+           AND prompt LIKE '%feedback: %' AND prompt NOT LIKE '%feedback: `sentiment` was%'",
+    );
+    assert!(reflections >= 1, "{run}");
 }

@@ -79,7 +79,8 @@ pub enum Command {
     /// Versioned programs: create, list, show, diff, export, import, promote, roll back.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
-    /// Optimize tasks' programs: few-shot optimizers scored on validation, reported on test.
+    /// Optimize tasks' programs: few-shot and instruction optimizers scored on validation,
+    /// reported on test.
     Optimize(OptimizeArgs),
     /// Continue an interrupted optimization run without redoing its stored work.
     Resume(ResumeArgs),
