@@ -201,23 +201,19 @@ fn kill_when(sandbox: &Sandbox, mut child: Child, sql: &str, at_least: i64) -> i
     }
 }
 
-#[test]
-fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
-    let _serial = serial();
+/// Runs `optimize` with `options` uninterrupted, then again killed twice with SIGKILL — once
+/// when `first_kill` counts at least 1, then when the stored results have grown by 25 — and
+/// resumed with other thread and slot counts; the resumed run must end at the uninterrupted
+/// run's artifacts and compute no stored call again.
+fn killed_twice_resumes_to_the_same_artifacts(options: &[&str], first_kill: &str) {
     let args = |task: &str| {
-        [
-            "optimize",
-            task,
-            "--max-labeled",
-            "4",
-            "--max-bootstrapped",
-            "2",
-            "--candidates",
-            "2",
-            "--json",
-        ]
-        .map(str::to_string)
-        .to_vec()
+        let mut args = vec![
+            "optimize".to_string(),
+            task.to_string(),
+            "--json".to_string(),
+        ];
+        args.extend(options.iter().map(|o| o.to_string()));
+        args
     };
 
     // The uninterrupted run.
@@ -234,8 +230,8 @@ fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
     };
     let reference_computed = computed(&reference);
 
-    // The same run, killed twice: during the baseline, then during the candidates. It starts
-    // with other thread and slot counts than it finishes with.
+    // The same run, killed twice. It starts with other thread and slot counts than it
+    // finishes with.
     let sandbox = Sandbox::new();
     let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
     let b: Vec<String> = args(task.to_str().unwrap());
@@ -243,7 +239,8 @@ fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
     b.extend(["--threads", "1", "--slots", "2"]);
     let results = "SELECT COUNT(*) FROM candidate_results";
     let child = sandbox.command_in(&models_dir(), &b).spawn().unwrap();
-    let first = kill_when(&sandbox, child, results, 5);
+    kill_when(&sandbox, child, first_kill, 1);
+    let first = count(&db(&sandbox), results);
     let conn = db(&sandbox);
     let status: String = conn
         .query_row("SELECT status FROM runs WHERE id = 1", [], |r| r.get(0))
@@ -257,12 +254,15 @@ fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
     let second = kill_when(&sandbox, child, results, first + 25);
     assert!(second > first);
     let resumed = report(&sandbox.run(&["resume", "1", "--json"]));
+    assert_eq!(resumed["status"], "completed", "{resumed}");
 
-    let (x, y) = (&uninterrupted["loops"][0], &resumed["loops"][0]);
-    assert_eq!(x["artifact_hash"], y["artifact_hash"], "{x}\n{y}");
-    assert_eq!(x["baseline"], y["baseline"]);
-    assert_eq!(x["optimized"], y["optimized"]);
-    assert_eq!(resumed["status"], "completed");
+    let loops = uninterrupted["loops"].as_array().unwrap();
+    for (i, x) in loops.iter().enumerate() {
+        let y = &resumed["loops"][i];
+        assert_eq!(x["artifact_hash"], y["artifact_hash"], "{x}\n{y}");
+        assert_eq!(x["baseline"], y["baseline"]);
+        assert_eq!(x["optimized"], y["optimized"]);
+    }
     // Nothing stored was computed again.
     assert!(
         computed(&sandbox) <= reference_computed,
@@ -271,7 +271,38 @@ fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
     );
     // Resuming a finished run changes nothing.
     let again = report(&sandbox.run(&["resume", "1", "--json"]));
-    assert_eq!(again["loops"][0]["artifact_hash"], x["artifact_hash"]);
+    assert_eq!(
+        again["loops"][0]["artifact_hash"],
+        loops[0]["artifact_hash"]
+    );
+}
+
+#[test]
+fn a_run_killed_at_several_points_resumes_to_the_same_artifact() {
+    let _serial = serial();
+    // Killed during the baseline, then during the candidates.
+    killed_twice_resumes_to_the_same_artifacts(
+        &[
+            "--max-labeled",
+            "4",
+            "--max-bootstrapped",
+            "2",
+            "--candidates",
+            "2",
+        ],
+        "SELECT COUNT(*) >= 5 FROM candidate_results",
+    );
+}
+
+#[test]
+fn instruction_optimizers_killed_while_proposing_and_searching_resume_to_the_same_artifacts() {
+    let _serial = serial();
+    // Killed once the proposer has answered, then during the search and reflections.
+    killed_twice_resumes_to_the_same_artifacts(
+        &INSTRUCTION_OPTIONS,
+        "SELECT COUNT(*) FROM calls c JOIN models m ON m.sha256 = c.model_sha256
+           WHERE m.name = 'qwen2.5-coder-0.5b'",
+    );
 }
 
 #[test]
@@ -393,33 +424,36 @@ fn a_program_saved_by_dspy_imports_onto_its_task() {
     );
 }
 
+/// MIPROv2 and GEPA as two loops of one run, small enough for a test.
+const INSTRUCTION_OPTIONS: [&str; 18] = [
+    "--optimizer",
+    "mipro",
+    "--optimizer",
+    "gepa",
+    "--proposer",
+    "qwen2.5-coder-0.5b",
+    "--max-labeled",
+    "4",
+    "--max-bootstrapped",
+    "2",
+    "--trials",
+    "5",
+    "--minibatch",
+    "6",
+    "--metric-calls",
+    "60",
+    "--seed",
+    "7",
+];
+
 #[test]
 fn instruction_optimizers_propose_with_the_pinned_proposer_and_rerun_from_the_cache() {
     let _serial = serial();
     let sandbox = Sandbox::new();
     let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
     let task = task.to_str().unwrap();
-    let args = [
-        "optimize",
-        task,
-        "--optimizer",
-        "mipro",
-        "--optimizer",
-        "gepa",
-        "--proposer",
-        "qwen2.5-coder-0.5b",
-        "--max-labeled",
-        "4",
-        "--max-bootstrapped",
-        "2",
-        "--trials",
-        "5",
-        "--minibatch",
-        "6",
-        "--metric-calls",
-        "60",
-        "--json",
-    ];
+    let mut args = vec!["optimize", task, "--json"];
+    args.extend(INSTRUCTION_OPTIONS);
     let run = report(&sandbox.run(&args));
     assert_eq!(run["status"], "completed", "{run}");
     let loops = run["loops"].as_array().unwrap();
