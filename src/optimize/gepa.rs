@@ -17,15 +17,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::instructions::{self, read_proposal, Reflection};
+use super::instructions::{self, ask_for_instruction, ProposalRules, Reflection};
+use super::mipro::{auto_candidates, auto_trials};
 use super::pareto;
 use super::session::{Batch, Candidate, Session};
 use super::{OptimizeError, OptimizeFuture, Optimizer};
 use crate::program::Values;
 use crate::store::ResultRow;
-
-/// Proposals asked for per reflection before it is given up.
-const PROPOSAL_ATTEMPTS: u64 = 3;
 
 /// GEPA's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,12 +45,7 @@ pub struct GepaSettings {
 impl GepaSettings {
     /// `light`, `medium` or `heavy`.
     pub fn preset(name: &str) -> Option<GepaSettings> {
-        let candidates = match name {
-            "light" => 6,
-            "medium" => 12,
-            "heavy" => 18,
-            _ => return None,
-        };
+        let candidates = auto_candidates(name)?;
         Some(GepaSettings {
             candidates,
             metric_calls: None,
@@ -68,8 +61,7 @@ impl GepaSettings {
     pub fn metric_calls_for(&self, steps: usize, val: usize) -> usize {
         self.metric_calls.unwrap_or_else(|| {
             let n = self.candidates.max(2);
-            let vars = (2 * steps.max(1)) as f64;
-            let trials = (2.0 * vars * (n as f64).log2()).max(1.5 * n as f64) as usize;
+            let trials = auto_trials(n, steps);
             let full_evals = (trials + 1) / 5 + 1 + usize::from(trials < 5);
             val + 5 * n + 35 * trials + full_evals * val
         })
@@ -156,35 +148,24 @@ impl Optimizer for Gepa {
                 }
                 let current = &parent.program.steps[step];
                 let reflections = reflections(&current.name, &parent_rows);
-                // A small proposer often repeats what it was shown: ask again, with other
-                // seeds, a few times before giving up on this reflection.
-                let mut accepted = None;
-                for attempt in 0..PROPOSAL_ATTEMPTS {
-                    let request = instructions::reflection_request(
+                let rules = ProposalRules {
+                    current: &current.signature.instructions,
+                    seen: &seen,
+                    examples: &reflections,
+                    max_chars: settings.max_chars,
+                };
+                let request = |seed| {
+                    instructions::reflection_request(
                         current,
                         &reflections,
                         settings.max_chars,
-                        seed.wrapping_add(attempt),
-                    );
-                    let reply = session.ask_proposer(request).await?;
-                    match read_proposal(
-                        &reply,
-                        &current.signature.instructions,
-                        &seen,
-                        &reflections,
-                        settings.max_chars,
-                    ) {
-                        Ok(instruction) => {
-                            accepted = Some(instruction);
-                            break;
-                        }
-                        Err(rejected) => session.note(&format!(
-                            "reflection {}: proposal rejected ({rejected}): {reply:?}",
-                            iteration
-                        )),
-                    }
-                }
-                let Some(instruction) = accepted else {
+                        seed,
+                    )
+                };
+                let context = format!("reflection {iteration}");
+                let Some(instruction) =
+                    ask_for_instruction(session, request, seed, &rules, &context).await?
+                else {
                     continue;
                 };
                 seen.push(instruction.clone());

@@ -8,6 +8,8 @@
 //! of these is refused here, recorded with its reason by the caller, and never becomes a
 //! candidate.
 
+use super::session::Session;
+use super::OptimizeError;
 use crate::engine::{GenerationRequest, Message, SamplingParams};
 use crate::program::adapter::format_value;
 use crate::program::{Predictor, Program, Values};
@@ -318,6 +320,51 @@ pub fn read_proposal(
         return Err(Rejected::CopiesInput);
     }
     Ok(instruction)
+}
+
+/// Proposals asked for per instruction before it is given up: a small proposer often repeats
+/// what it was shown, and another seed is often enough.
+pub const PROPOSAL_ATTEMPTS: u64 = 3;
+
+/// What a proposal is checked against (see [`read_proposal`]).
+pub struct ProposalRules<'a> {
+    /// The step's current instruction.
+    pub current: &'a str,
+    /// Instructions already proposed.
+    pub seen: &'a [String],
+    /// The examples the proposer was shown.
+    pub examples: &'a [Reflection],
+    pub max_chars: usize,
+}
+
+/// Asks the proposer for a new instruction until one passes [`read_proposal`], at most
+/// [`PROPOSAL_ATTEMPTS`] times; attempt `k` sends `request(seed + k)`. Each rejection is noted
+/// with its reason, after `context`. `None` when every attempt was rejected.
+pub(super) async fn ask_for_instruction(
+    session: &Session,
+    request: impl Fn(u64) -> GenerationRequest,
+    seed: u64,
+    rules: &ProposalRules<'_>,
+    context: &str,
+) -> Result<Option<String>, OptimizeError> {
+    for attempt in 0..PROPOSAL_ATTEMPTS {
+        let reply = session
+            .ask_proposer(request(seed.wrapping_add(attempt)))
+            .await?;
+        match read_proposal(
+            &reply,
+            rules.current,
+            rules.seen,
+            rules.examples,
+            rules.max_chars,
+        ) {
+            Ok(instruction) => return Ok(Some(instruction)),
+            Err(rejected) => session.note(&format!(
+                "{context}: proposal rejected ({rejected}): {reply:?}"
+            )),
+        }
+    }
+    Ok(None)
 }
 
 /// `program` with step `step`'s instruction replaced.

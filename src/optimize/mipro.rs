@@ -23,14 +23,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::fewshot::demo_sets;
-use super::instructions::{self, read_proposal, Reflection};
+use super::instructions::{self, ask_for_instruction, ProposalRules, Reflection};
 use super::session::{Batch, Candidate, Session};
 use super::tpe::{Observation, Tpe};
 use super::{BootstrapSettings, OptimizeError, OptimizeFuture, Optimizer};
 use crate::program::{Program, Values};
-
-/// Proposals asked for per instruction candidate before it is given up.
-const PROPOSAL_ATTEMPTS: u64 = 3;
 
 /// Training examples the proposer summarises.
 const SUMMARY_EXAMPLES: usize = 8;
@@ -60,12 +57,7 @@ impl MiproSettings {
     /// `light`, `medium` or `heavy`, with DSPy's numbers: 6, 12 or 18 candidates, minibatches
     /// of 35, a full evaluation every 5 trials.
     pub fn preset(name: &str) -> Option<MiproSettings> {
-        let candidates = match name {
-            "light" => 6,
-            "medium" => 12,
-            "heavy" => 18,
-            _ => return None,
-        };
+        let candidates = auto_candidates(name)?;
         Some(MiproSettings {
             candidates,
             trials: None,
@@ -78,12 +70,28 @@ impl MiproSettings {
 
     /// The trials of a search over `steps` steps.
     pub fn trials_for(&self, steps: usize) -> usize {
-        self.trials.unwrap_or_else(|| {
-            let n = self.candidates.max(2) as f64;
-            let vars = (2 * steps.max(1)) as f64;
-            (2.0 * vars * n.log2()).max(1.5 * n) as usize
-        })
+        self.trials
+            .unwrap_or_else(|| auto_trials(self.candidates, steps))
     }
+}
+
+/// The candidates of DSPy's `auto` presets: 6, 12 or 18 for light, medium or heavy.
+pub(super) fn auto_candidates(preset: &str) -> Option<usize> {
+    match preset {
+        "light" => Some(6),
+        "medium" => Some(12),
+        "heavy" => Some(18),
+        _ => None,
+    }
+}
+
+/// DSPy's trials for `candidates` candidates over `steps` steps: `max(2·v·log2 n, 1.5·n)`,
+/// `v` twice the steps (an instruction and a demonstration set each). GEPA's budget rule
+/// counts the same trials.
+pub(super) fn auto_trials(candidates: usize, steps: usize) -> usize {
+    let n = candidates.max(2) as f64;
+    let vars = (2 * steps.max(1)) as f64;
+    (2.0 * vars * n.log2()).max(1.5 * n) as usize
 }
 
 impl Default for MiproSettings {
@@ -108,10 +116,10 @@ impl Optimizer for Mipro {
     fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
         Box::pin(async move {
             let settings = &self.settings;
+            // The loop scored the baseline on validation before the optimizer began.
             let baseline = session.history().first().cloned().ok_or_else(|| {
                 OptimizeError::Invalid("MIPROv2 starts from a scored baseline".into())
             })?;
-            session.score(&baseline, Batch::Val).await?;
             let student = session.student().clone();
 
             let shuffled = settings.candidates.saturating_sub(3);
@@ -242,33 +250,33 @@ async fn propose_instructions(
             let tip =
                 instructions::TIPS[(rng.next_u64() % instructions::TIPS.len() as u64) as usize];
             let seed = rng.next_u64();
-            for attempt in 0..PROPOSAL_ATTEMPTS {
-                let request = instructions::grounded_request(
+            let request = |seed| {
+                instructions::grounded_request(
                     student,
                     step,
                     summary.as_deref(),
                     &examples,
                     tip,
                     settings.max_chars,
-                    seed.wrapping_add(attempt),
-                );
-                let reply = session.ask_proposer(request).await?;
-                match read_proposal(&reply, &current, &candidates, &shown, settings.max_chars) {
-                    Ok(instruction) => {
-                        session.note(&format!(
-                            "{} instruction {}: {instruction}",
-                            predictor.name,
-                            candidates.len()
-                        ));
-                        candidates.push(instruction);
-                        break;
-                    }
-                    Err(rejected) => session.note(&format!(
-                        "{} proposal {}: rejected ({rejected}): {reply:?}",
-                        predictor.name,
-                        k + 1
-                    )),
-                }
+                    seed,
+                )
+            };
+            let rules = ProposalRules {
+                current: &current,
+                seen: &candidates,
+                examples: &shown,
+                max_chars: settings.max_chars,
+            };
+            let context = format!("{} set {}", predictor.name, k + 1);
+            if let Some(instruction) =
+                ask_for_instruction(session, request, seed, &rules, &context).await?
+            {
+                session.note(&format!(
+                    "{} instruction {}: {instruction}",
+                    predictor.name,
+                    candidates.len()
+                ));
+                candidates.push(instruction);
             }
         }
         proposed.push(candidates);

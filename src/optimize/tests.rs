@@ -400,9 +400,54 @@ fn instruction_follower() -> FakeLm {
     })
 }
 
+/// Runs `optimizer` with a fake proposer (each run gets a fresh one from `proposer`) on the
+/// instruction follower, and checks the part both instruction optimizers share: the result
+/// carries [`NEW_INSTRUCTION`] at a perfect validation score the baseline lacks, and resuming
+/// with fresh fakes asks the task model for nothing and ends the same. Returns the loop, its
+/// outcome and the first run's proposer.
+fn instruction_run(
+    optimizer: OptimizerConfig,
+    proposer: impl Fn() -> Arc<FakeLm>,
+) -> (Loop, LoopOutcome, Arc<FakeLm>) {
+    let mut spec = spec(optimizer);
+    spec.proposer = Some(ArtifactModel {
+        name: "fake-proposer".into(),
+        sha256: "1".repeat(64),
+    });
+    let l = Loop::new(&spec);
+    let first = proposer();
+    let outcome = l
+        .run_with(
+            &spec,
+            &Arc::new(instruction_follower()),
+            Some(&first),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert_eq!(outcome.optimized.val, Some(1.0), "{outcome:?}");
+    assert!(outcome.baseline.val < Some(1.0));
+    let program = l.chosen_program(&outcome);
+    assert_eq!(program.steps[0].signature.instructions, NEW_INSTRUCTION);
+    // Resuming reads every task-model result back; the same choices follow.
+    let again = Arc::new(instruction_follower());
+    let resumed = l
+        .run_with(
+            &spec,
+            &again,
+            Some(&proposer()),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert_eq!(again.call_count(), 0);
+    assert_eq!(resumed, outcome);
+    (l, outcome, first)
+}
+
 #[test]
 fn gepa_keeps_a_reflected_instruction_that_beats_its_parent_and_rejects_repeats() {
-    let mut spec = spec(OptimizerConfig::Gepa {
+    let optimizer = OptimizerConfig::Gepa {
         settings: GepaSettings {
             candidates: 6,
             metric_calls: Some(6 + 36),
@@ -410,11 +455,7 @@ fn gepa_keeps_a_reflected_instruction_that_beats_its_parent_and_rejects_repeats(
             max_chars: 200,
             merge: true,
         },
-    });
-    spec.proposer = Some(ArtifactModel {
-        name: "fake-proposer".into(),
-        sha256: "1".repeat(64),
-    });
+    };
     // The first proposal repeats the current instruction; the next ones are new.
     let proposer = || {
         let asked = std::sync::atomic::AtomicUsize::new(0);
@@ -427,22 +468,7 @@ fn gepa_keeps_a_reflected_instruction_that_beats_its_parent_and_rejects_repeats(
             })
         }))
     };
-    let l = Loop::new(&spec);
-    let lm = Arc::new(instruction_follower());
-    let reflecting = proposer();
-    let outcome = l
-        .run_with(
-            &spec,
-            &lm,
-            Some(&reflecting),
-            Budget::default(),
-            Arc::new(Silent),
-        )
-        .unwrap();
-    assert_eq!(outcome.optimized.val, Some(1.0), "{outcome:?}");
-    assert!(outcome.baseline.val < Some(1.0));
-    let program = l.chosen_program(&outcome);
-    assert_eq!(program.steps[0].signature.instructions, NEW_INSTRUCTION);
+    let (l, outcome, reflecting) = instruction_run(optimizer, proposer);
     // The proposer was shown the metric's feedback on the parent's misses.
     let first = &reflecting.calls()[0];
     assert!(
@@ -472,19 +498,6 @@ fn gepa_keeps_a_reflected_instruction_that_beats_its_parent_and_rejects_repeats(
         .iter()
         .skip(1)
         .all(|l| l.starts_with("gepa") || l.starts_with("merge")));
-    // Resuming reads every task-model result back; the same choices follow.
-    let again = Arc::new(instruction_follower());
-    let resumed = l
-        .run_with(
-            &spec,
-            &again,
-            Some(&proposer()),
-            Budget::default(),
-            Arc::new(Silent),
-        )
-        .unwrap();
-    assert_eq!(again.call_count(), 0);
-    assert_eq!(resumed, outcome);
 }
 
 #[test]
@@ -506,7 +519,7 @@ fn gepa_without_a_proposer_is_a_clear_error() {
 
 #[test]
 fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
-    let mut spec = spec(OptimizerConfig::Mipro {
+    let optimizer = OptimizerConfig::Mipro {
         settings: MiproSettings {
             candidates: 3,
             trials: Some(12),
@@ -519,11 +532,7 @@ fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
                 ..BootstrapSettings::default()
             },
         },
-    });
-    spec.proposer = Some(ArtifactModel {
-        name: "fake-proposer".into(),
-        sha256: "1".repeat(64),
-    });
+    };
     // A summary first; then the new instruction, then a different one.
     let proposer = || {
         let asked = std::sync::atomic::AtomicUsize::new(0);
@@ -539,22 +548,7 @@ fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
             })
         }))
     };
-    let l = Loop::new(&spec);
-    let lm = Arc::new(instruction_follower());
-    let proposing = proposer();
-    let outcome = l
-        .run_with(
-            &spec,
-            &lm,
-            Some(&proposing),
-            Budget::default(),
-            Arc::new(Silent),
-        )
-        .unwrap();
-    assert_eq!(outcome.optimized.val, Some(1.0), "{outcome:?}");
-    assert!(outcome.baseline.val < Some(1.0));
-    let program = l.chosen_program(&outcome);
-    assert_eq!(program.steps[0].signature.instructions, NEW_INSTRUCTION);
+    let (l, outcome, proposing) = instruction_run(optimizer, proposer);
     // Grounded: the proposals saw the summary, the program and a demonstration set.
     let calls = proposing.calls();
     assert_eq!(
@@ -586,17 +580,4 @@ fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
         .all(|c| c.label.starts_with("mipro instruction")));
     // The instruction was also tried without demonstrations, or with them: both are choices.
     assert!(candidates.len() > 3, "{candidates:?}");
-    // Resuming reads every result back and makes the same choices.
-    let again = Arc::new(instruction_follower());
-    let resumed = l
-        .run_with(
-            &spec,
-            &again,
-            Some(&proposer()),
-            Budget::default(),
-            Arc::new(Silent),
-        )
-        .unwrap();
-    assert_eq!(again.call_count(), 0);
-    assert_eq!(resumed, outcome);
 }
