@@ -149,6 +149,11 @@ impl RunView {
                     .as_deref()
                     .map_or(String::new(), |r| format!(" ({r})"))
             )?;
+            // Each candidate's instructions are shown where they differ from the first's.
+            let base = candidates
+                .first()
+                .map(|c| instructions_of(&c.program))
+                .unwrap_or_default();
             for candidate in candidates {
                 writeln!(
                     out,
@@ -160,7 +165,7 @@ impl RunView {
                         .map_or("-".to_string(), |v| format!("{v:.3}")),
                     crate::artifact::short(&candidate.program_hash)
                 )?;
-                for (step, instruction) in changed_instructions(candidates, candidate) {
+                for (step, instruction) in changed_instructions(&base, candidate) {
                     writeln!(out, "       {step}: {instruction:?}")?;
                 }
             }
@@ -221,37 +226,25 @@ fn abbreviate(text: &str, max: usize) -> String {
     }
 }
 
-/// The steps whose instruction in `candidate` differs from the loop's first candidate (the
-/// baseline), with the new instruction.
+/// Each step's name and instruction in a stored program (none when it does not read as one).
+fn instructions_of(program: &serde_json::Value) -> Vec<(String, String)> {
+    serde_json::from_value::<crate::program::Program>(program.clone())
+        .map(|p| {
+            p.steps
+                .into_iter()
+                .map(|s| (s.name, s.signature.instructions))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The steps of `candidate` whose instruction is not the one in `base`, with the instruction.
 fn changed_instructions(
-    candidates: &[CandidateRow],
+    base: &[(String, String)],
     candidate: &CandidateRow,
 ) -> Vec<(String, String)> {
-    let instructions = |program: &serde_json::Value| -> Vec<(String, String)> {
-        program["steps"]
-            .as_array()
-            .map(|steps| {
-                steps
-                    .iter()
-                    .map(|s| {
-                        (
-                            s["name"].as_str().unwrap_or("?").to_string(),
-                            s["signature"]["instructions"]
-                                .as_str()
-                                .unwrap_or("")
-                                .to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let Some(first) = candidates.first() else {
-        return Vec::new();
-    };
-    let base = instructions(&first.program);
-    instructions(&candidate.program)
+    instructions_of(&candidate.program)
         .into_iter()
-        .filter(|(name, text)| !base.iter().any(|(n, t)| n == name && t == text))
+        .filter(|step| !base.contains(step))
         .collect()
 }
