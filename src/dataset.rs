@@ -32,6 +32,10 @@ pub struct DatasetSpec {
     pub test: Option<PathBuf>,
     #[serde(default)]
     pub split: SplitSpec,
+    /// Reviewed rows added later (`tuningfork dataset add`): they join the train split only,
+    /// so the seeded split of `path` and the validation and test splits never change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<PathBuf>,
     /// Program field name → key in the file, for fields whose names differ.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
@@ -249,6 +253,10 @@ pub fn load(spec: &DatasetSpec, base: &Path, needed: &[String]) -> Result<Datase
             ))
         }
     };
+    let mut train = train;
+    if let Some(added) = spec.added.as_ref().map(resolve).filter(|p| p.exists()) {
+        train.extend(read_jsonl(&added, needed, &spec.fields)?);
+    }
     for (name, examples) in [("train", &train), ("val", &val), ("test", &test)] {
         if examples.is_empty() {
             return Err(DatasetError::EmptySplit {
@@ -300,6 +308,164 @@ fn split_one(mut all: Vec<Example>, spec: &SplitSpec) -> Result<ThreeParts, Data
 }
 
 /// Refuses test examples whose values equal a training or validation example's.
+/// What `dataset add` did with a file of rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Added {
+    /// The file the rows were appended to.
+    pub file: PathBuf,
+    pub added: usize,
+    /// Rows still marked `"_review": "unreviewed"`, left out.
+    pub unreviewed: usize,
+    /// Rows whose inputs the dataset (or the file) already has, left out.
+    pub duplicates: usize,
+    /// Rows whose inputs are a validation or test example's, left out.
+    pub leaks: usize,
+    /// The train split's hash before and after.
+    pub train_hash: (String, String),
+    /// The hash of all three splits after.
+    pub dataset_hash: String,
+}
+
+/// The marker `dataset from-traces` puts on proposed rows; a reviewer removes it or sets it to
+/// `reviewed`.
+pub const REVIEW_KEY: &str = "_review";
+
+/// Appends the reviewed rows of `file` to the dataset's `added` file. `inputs` are the fields
+/// that identify an example: a row whose inputs a validation or test example has is a leak, one
+/// the train split (or an earlier row) has is a duplicate; both are left out, as are rows still
+/// marked unreviewed.
+pub fn add_reviewed(
+    spec: &DatasetSpec,
+    base: &Path,
+    needed: &[String],
+    inputs: &[String],
+    file: &Path,
+) -> Result<Added, DatasetError> {
+    let Some(added_path) = spec.added.as_ref() else {
+        return Err(DatasetError::Spec(
+            "the task's [dataset] names no `added` file: add `added = \"added.jsonl\"` to it \
+             (rows added there join the train split only, so validation and test never change)"
+                .into(),
+        ));
+    };
+    let target = if added_path.is_absolute() {
+        added_path.clone()
+    } else {
+        base.join(added_path)
+    };
+    let before = load(spec, base, needed)?;
+    let key = |values: &Values| {
+        let only: Values = inputs
+            .iter()
+            .filter_map(|f| values.get(f).map(|v| (f.clone(), v.clone())))
+            .collect();
+        canonical(&only)
+    };
+    let held_out: std::collections::BTreeSet<String> = before
+        .val
+        .0
+        .examples
+        .iter()
+        .chain(&before.test.0.examples)
+        .map(|e| key(&e.values))
+        .collect();
+    let mut seen: std::collections::BTreeSet<String> =
+        before.train.0.examples.iter().map(|e| key(&e.values)).collect();
+    let text = std::fs::read_to_string(file).map_err(|source| DatasetError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let (mut unreviewed, mut duplicates, mut leaks) = (0, 0, 0);
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let malformed = |message: String| DatasetError::Malformed {
+            path: file.to_path_buf(),
+            line: index + 1,
+            message,
+        };
+        let object = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(object)) => object,
+            Ok(other) => return Err(malformed(format!("found {}", kind(&other)))),
+            Err(e) => return Err(malformed(e.to_string())),
+        };
+        if object.get(REVIEW_KEY).and_then(Value::as_str) == Some("unreviewed") {
+            unreviewed += 1;
+            continue;
+        }
+        let mut row = serde_json::Map::new();
+        let mut values = Values::new();
+        for field in needed {
+            let name = spec.fields.get(field).unwrap_or(field);
+            let value = object.get(name).ok_or_else(|| DatasetError::MissingField {
+                path: file.to_path_buf(),
+                line: index + 1,
+                field: field.clone(),
+                key: name.clone(),
+                keys: object.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+            })?;
+            row.insert(name.clone(), value.clone());
+            values.insert(field.clone(), value.clone());
+        }
+        let identity = key(&values);
+        if held_out.contains(&identity) {
+            leaks += 1;
+        } else if !seen.insert(identity) {
+            duplicates += 1;
+        } else {
+            lines.push(Value::Object(row).to_string());
+        }
+    }
+    if !lines.is_empty() {
+        use std::io::Write;
+        let io = |source| DatasetError::Read {
+            path: target.clone(),
+            source,
+        };
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&target)
+            .map_err(io)?;
+        // A file that does not end in a newline gets one, so rows never run together.
+        let ends_clean = std::fs::read(&target)
+            .map(|b| b.is_empty() || b.ends_with(b"\n"))
+            .unwrap_or(true);
+        let mut text = if ends_clean { String::new() } else { "\n".to_string() };
+        for line in &lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.sync_all())
+            .map_err(io)?;
+    }
+    let after = load(spec, base, needed)?;
+    Ok(Added {
+        file: target,
+        added: lines.len(),
+        unreviewed,
+        duplicates,
+        leaks,
+        train_hash: (before.train.0.hash, after.train.0.hash.clone()),
+        dataset_hash: after.hash(),
+    })
+}
+
+impl Datasets {
+    /// One hash over the three splits' hashes.
+    pub fn hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for split in [&self.train.0, &self.val.0, &self.test.0] {
+            hasher.update(split.hash.as_bytes());
+            hasher.update(b"\n");
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
 fn check_leaks(train: &[Example], val: &[Example], test: &[Example]) -> Result<(), DatasetError> {
     let seen: BTreeMap<String, &Example> = train
         .iter()

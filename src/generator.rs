@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::{
     Completion, Engine, EngineConfig, EngineError, GenerationRequest, PreparedRequest, StopReason,
-    Timings,
+    TextDeltas, Timings,
 };
 pub use crate::lm::{Generated, Lm};
 use crate::lm::{LmError, LmFuture};
@@ -140,6 +140,17 @@ impl Generator {
 
     /// Generates (or recalls) one completion and records the call.
     pub async fn generate(&self, request: GenerationRequest) -> Result<Generated, GenerateError> {
+        self.generate_streaming(request, None).await
+    }
+
+    /// [`Generator::generate`], sending the text to `deltas` as the engine produces it (a
+    /// cache hit sends nothing: its whole text is in the returned completion). The deltas are
+    /// always a prefix of the completion's text.
+    pub async fn generate_streaming(
+        &self,
+        request: GenerationRequest,
+        deltas: Option<TextDeltas>,
+    ) -> Result<Generated, GenerateError> {
         let started = Instant::now();
         let prepared = self.engine.prepare(request)?;
         let fingerprint_id = self.engine.fingerprint().id();
@@ -203,7 +214,11 @@ impl Generator {
             }
         }
 
-        match self.engine.submit_in(self.group, prepared.clone()).await {
+        match self
+            .engine
+            .submit_streaming(self.group, prepared.clone(), deltas)
+            .await
+        {
             Ok(completion) => {
                 let call_id = record(Ok(&completion), false)?;
                 Ok(Generated {

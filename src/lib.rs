@@ -18,6 +18,7 @@ pub mod observe;
 pub mod optimize;
 pub mod program;
 pub mod random;
+pub mod serve;
 pub mod store;
 pub mod task;
 pub mod workspace;

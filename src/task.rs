@@ -26,7 +26,8 @@ pub struct TaskSection {
     pub description: Option<String>,
 }
 
-fn default_model() -> String {
+/// The model a task runs on when it names none, and what `serve` serves by default.
+pub fn default_model() -> String {
     "smollm2-135m".to_string()
 }
 

@@ -88,6 +88,116 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run a stored optimization again from its stored inputs and compare the two.
     Rerun(RerunArgs),
+    /// Serve pinned models and programs over an OpenAI-compatible HTTP API, tracing every
+    /// request.
+    Serve(ServeArgs),
+    /// Traces of served requests: list, show, export.
+    #[command(subcommand)]
+    Traces(TracesCommand),
+    /// Turn traces into dataset rows; append reviewed rows to a task's dataset.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A program to serve: TASK.toml (its program as written, model `program:TASK-NAME`) or
+    /// TASK.toml=ARTIFACT (a hash, or a promoted name followed on every request: model
+    /// `program:NAME` or just `NAME`). Repeatable.
+    #[arg(long = "program", value_name = "TASK[=ARTIFACT]")]
+    pub programs: Vec<tuningfork::serve::ProgramSpec>,
+    /// A pinned model to serve for plain completions. Repeatable; the default model when
+    /// neither --model nor --program is given.
+    #[arg(long = "model", value_name = "NAME")]
+    pub models: Vec<String>,
+    /// Address to listen on. Anything but loopback needs an API key.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// The key clients must send as `Authorization: Bearer KEY`.
+    #[arg(long, env = tuningfork::serve::API_KEY_ENV, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Cap (and default) of `max_tokens`.
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: u32,
+    /// Requests handled at once; beyond that clients get 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Compute every request, even when an identical call is stored.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Delete traces (and their calls) older than this many days, checked every minute.
+    #[arg(long)]
+    pub keep_days: Option<u32>,
+    /// Keep at most this many traces, the newest.
+    #[arg(long)]
+    pub keep_max: Option<u64>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TraceFilterArgs {
+    /// Only traces of this program (task name, served id or promoted name) or model.
+    #[arg(long)]
+    pub program: Option<String>,
+    /// From this time on: a UTC timestamp (2026-11-22, 2026-11-22T08:00) or an age (30m, 12h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only requests answered with an error.
+    #[arg(long, conflicts_with = "ok")]
+    pub errors: bool,
+    /// Only requests answered successfully.
+    #[arg(long)]
+    pub ok: bool,
+    /// Only traces a client scored at least this.
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    /// Only traces a client scored at most this.
+    #[arg(long)]
+    pub max_score: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TracesCommand {
+    /// The most recent traces.
+    List {
+        #[command(flatten)]
+        filter: TraceFilterArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One trace in full: request, response, program steps, calls.
+    Show { id: String },
+    /// Traces as JSON Lines, oldest first.
+    Export {
+        #[command(flatten)]
+        filter: TraceFilterArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Write a program's traced inputs as dataset rows, its outputs as proposed labels
+    /// marked `"_review": "unreviewed"`.
+    FromTraces {
+        #[command(flatten)]
+        filter: TraceFilterArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Append reviewed rows to a task's dataset (its `added` file), refusing unreviewed rows,
+    /// duplicates and rows that would leak validation or test examples.
+    Add { task: PathBuf, file: PathBuf },
 }
 
 #[derive(Debug, Args)]

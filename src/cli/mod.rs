@@ -11,6 +11,7 @@ mod models;
 mod optimize;
 mod progress;
 mod runs;
+mod serve;
 
 use std::future::Future;
 
@@ -35,6 +36,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Resume(args) => optimize::resume(&cli.global, args),
         Command::Replay(args) => audit::replay(&cli.global, args),
         Command::Rerun(args) => optimize::rerun(&cli.global, args),
+        Command::Serve(args) => serve::serve(&cli.global, args),
+        Command::Traces(command) => serve::traces(&cli.global, command),
+        Command::Dataset(command) => serve::dataset(&cli.global, command),
     }
 }
 
@@ -82,6 +86,18 @@ impl Runner {
             .context("cannot start the async runtime")?;
         let cancel = CancellationToken::new();
         let on_ctrl_c = cancel.clone();
+        #[cfg(unix)]
+        {
+            // SIGTERM (a service manager stopping us) ends the run the way Ctrl-C does.
+            let on_term = cancel.clone();
+            runtime.spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                if let Ok(mut term) = signal(SignalKind::terminate()) {
+                    term.recv().await;
+                    on_term.cancel();
+                }
+            });
+        }
         runtime.spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 on_ctrl_c.cancel();

@@ -183,8 +183,15 @@ enum Command {
         group: u64,
         prepared: PreparedRequest,
         reply: oneshot::Sender<Result<Completion, EngineError>>,
+        /// Where text goes as it is generated, for callers that stream it.
+        deltas: Option<TextDeltas>,
     },
 }
+
+/// The sending end of a streamed generation: pieces of text in order, each safe to show (no
+/// partial UTF-8 character, nothing a stop string could still cut). Their concatenation is
+/// always a prefix of the completion's text; the rest arrives with the completion.
+pub type TextDeltas = mpsc::UnboundedSender<String>;
 
 /// A loaded, pinned model served by one worker thread.
 pub struct Engine {
@@ -330,14 +337,16 @@ impl Engine {
     /// Queues a prepared request as part of `group` and waits for its completion. Groups (one
     /// per run) take turns when requests wait, so one busy loop cannot starve another. At most
     /// [`MAX_IN_FLIGHT`] requests are accepted at once; beyond that this waits. Dropping the
-    /// future cancels the request and frees its slot.
+    /// future cancels the request and frees its slot. With `deltas`, the text is also sent
+    /// there as it is generated.
     ///
     /// Crate-private: outside callers go through [`crate::generator::Generator`], which
     /// records every call.
-    pub(crate) async fn submit_in(
+    pub(crate) async fn submit_streaming(
         &self,
         group: u64,
         prepared: PreparedRequest,
+        deltas: Option<TextDeltas>,
     ) -> Result<Completion, EngineError> {
         // Held until the answer arrives (or this future is dropped): backpressure.
         let _permit = self
@@ -352,6 +361,7 @@ impl Engine {
                 group,
                 prepared,
                 reply,
+                deltas,
             })
             .await
             .map_err(|_| EngineError::Stopped)?;

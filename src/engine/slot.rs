@@ -28,6 +28,8 @@ pub(super) struct Generation {
     grammar: Option<LlamaSampler>,
     masked: Vec<f32>,
     bytes: Vec<u8>,
+    /// Bytes of `bytes` already handed out by [`Generation::take_delta`].
+    streamed: usize,
     generated: u32,
     prompt_tokens: u32,
     started: Instant,
@@ -52,6 +54,7 @@ impl Generation {
             grammar,
             masked: Vec::new(),
             bytes: Vec::new(),
+            streamed: 0,
             generated: 0,
             prompt_tokens: prompt_tokens as u32,
             started: Instant::now(),
@@ -142,6 +145,40 @@ impl Generation {
     }
 }
 
+impl Generation {
+    /// The text generated since the last call that can be shown for sure: complete UTF-8
+    /// characters only, and without a tail that could still become one of `stops` (which would
+    /// be cut from the completion).
+    pub(super) fn take_delta(&mut self, stops: &[String]) -> Option<String> {
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&self.bytes[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        let end = valid.len() - held_back(valid, stops);
+        if end <= self.streamed {
+            return None;
+        }
+        let delta = valid[self.streamed..end].to_string();
+        self.streamed = end;
+        Some(delta)
+    }
+}
+
+/// The length of the longest tail of `text` that is a proper start of some stop string (on a
+/// character boundary): text a later token could turn into a stop.
+fn held_back(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|stop| {
+            (1..stop.len().min(text.len() + 1))
+                .filter(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n))
+                .filter(|&n| text.ends_with(&stop[..n]))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Writes `logits` into `out` with every token the grammar rejects set to `-inf`.
 fn apply_grammar(grammar: &mut LlamaSampler, logits: &[f32], out: &mut Vec<f32>) {
     let mut array = LlamaTokenDataArray::from_iter(
@@ -181,5 +218,17 @@ mod tests {
         assert_eq!(earliest_stop("abc END\n\n", &stops), Some(4));
         assert_eq!(earliest_stop("a\n\nEND", &stops), Some(1));
         assert_eq!(earliest_stop("nothing", &stops), None);
+    }
+
+    #[test]
+    fn streamed_text_holds_back_what_a_stop_could_still_cut() {
+        let stops = vec!["END".to_string(), "\n\n".to_string()];
+        assert_eq!(held_back("value E", &stops), 1);
+        assert_eq!(held_back("value EN", &stops), 2);
+        assert_eq!(held_back("value\n", &stops), 1);
+        assert_eq!(held_back("value", &stops), 0);
+        // A whole stop string is not held back: the completion ends before it instead.
+        assert_eq!(held_back("", &stops), 0);
+        assert_eq!(held_back("é", &["éa".to_string()]), 2);
     }
 }

@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::queue::FairQueue;
 use super::slot::{Generation, Step};
-use super::{context_params, Command, Completion, EngineConfig, EngineError, PreparedRequest};
+use super::{
+    context_params, Command, Completion, EngineConfig, EngineError, PreparedRequest, TextDeltas,
+};
 
 /// Copying another slot's state pays off only above this many shared tokens.
 const MIN_COPY_TOKENS: usize = 32;
@@ -29,6 +31,7 @@ const MIN_COPY_TOKENS: usize = 32;
 struct Job {
     prepared: PreparedRequest,
     reply: oneshot::Sender<Result<Completion, EngineError>>,
+    deltas: Option<TextDeltas>,
 }
 
 /// What a slot is doing.
@@ -141,7 +144,15 @@ impl Worker {
                 group,
                 prepared,
                 reply,
-            } => self.queue.push(group, Job { prepared, reply }),
+                deltas,
+            } => self.queue.push(
+                group,
+                Job {
+                    prepared,
+                    reply,
+                    deltas,
+                },
+            ),
         }
     }
 
@@ -384,7 +395,15 @@ impl Worker {
             };
             let position = slot.kv_tokens.len();
             match generation.next(model, &job.prepared.request, logits, position, n_ctx) {
-                Ok(Step::Continue(token)) => slot.phase = Phase::Decode { last: token },
+                Ok(Step::Continue(token)) => {
+                    if let Some(deltas) = &job.deltas {
+                        if let Some(text) = generation.take_delta(&job.prepared.request.stop) {
+                            // A caller that stopped listening is noticed as a closed reply.
+                            let _ = deltas.send(text);
+                        }
+                    }
+                    slot.phase = Phase::Decode { last: token };
+                }
                 Ok(Step::Finished(completion)) => finish(slot, Ok(completion)),
                 Err(e) => finish(slot, Err(e)),
             }

@@ -119,4 +119,21 @@ impl Store {
             .map_err(|e| self.sql_error(e))?;
         Ok(calls)
     }
+
+    /// Prompt and completion tokens of the calls `ids`, summed.
+    pub fn call_tokens(&self, ids: &[i64]) -> Result<(u32, u32), StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT prompt_tokens, completion_tokens FROM calls WHERE id = ?1")
+            .map_err(|e| self.sql_error(e))?;
+        let mut sums = (0u32, 0u32);
+        for id in ids {
+            let (prompt, completion): (u32, u32) = statement
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(|e| self.sql_error(e))?;
+            sums.0 += prompt;
+            sums.1 += completion;
+        }
+        Ok(sums)
+    }
 }

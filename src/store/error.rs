@@ -39,6 +39,10 @@ pub enum StoreError {
     NothingToRollBack(String),
     #[error("`{0}` looks like a hash; choose a name with other characters")]
     HashLikeName(String),
+    #[error("no trace {0} in the store; `tuningfork traces list` shows the stored traces")]
+    NoSuchTrace(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("the store holds data this tuningfork cannot read: {0}")]
     Corrupt(String),
 }

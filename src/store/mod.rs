@@ -11,6 +11,7 @@ mod error;
 mod evals;
 mod optimizations;
 mod runs;
+mod traces;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -23,7 +24,8 @@ pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
 pub use optimizations::{CandidateRow, OptimizationRow, ResultRow};
-pub use runs::{LoopStatus, ModelShare, NewRun, RunRecord, RunStatus, RunSummary};
+pub use runs::{new_uid, LoopStatus, ModelShare, NewRun, RunRecord, RunStatus, RunSummary};
+pub use traces::{NewTrace, Pruned, Retention, TraceFilter, TraceRecord};
 
 use crate::models::{HashMemo, ModelPin};
 
@@ -56,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "replays and imported runs",
         include_str!("migrations/0005_replays.sql"),
+    ),
+    (
+        6,
+        "traces of served requests",
+        include_str!("migrations/0006_traces.sql"),
     ),
 ];
 

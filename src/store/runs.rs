@@ -286,7 +286,9 @@ impl Store {
 }
 
 /// A run id that is unique across machines, for moving runs between stores.
-fn new_uid() -> String {
+/// A new unique id for a run or a trace: 16 hex digits from the host, process, time and a
+/// counter.
+pub fn new_uid() -> String {
     use sha2::{Digest, Sha256};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -26,6 +26,7 @@ pub enum RunKind {
     Optimize,
     Replay,
     Bench,
+    Serve,
 }
 
 impl RunKind {
@@ -37,6 +38,7 @@ impl RunKind {
             RunKind::Optimize => "optimize",
             RunKind::Replay => "replay",
             RunKind::Bench => "bench",
+            RunKind::Serve => "serve",
         }
     }
 }
