@@ -369,8 +369,13 @@ pub fn add_reviewed(
         .chain(&before.test.0.examples)
         .map(|e| key(&e.values))
         .collect();
-    let mut seen: std::collections::BTreeSet<String> =
-        before.train.0.examples.iter().map(|e| key(&e.values)).collect();
+    let mut seen: std::collections::BTreeSet<String> = before
+        .train
+        .0
+        .examples
+        .iter()
+        .map(|e| key(&e.values))
+        .collect();
     let text = std::fs::read_to_string(file).map_err(|source| DatasetError::Read {
         path: file.to_path_buf(),
         source,
@@ -404,7 +409,11 @@ pub fn add_reviewed(
                 line: index + 1,
                 field: field.clone(),
                 key: name.clone(),
-                keys: object.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                keys: object
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?;
             row.insert(name.clone(), value.clone());
             values.insert(field.clone(), value.clone());
@@ -433,7 +442,11 @@ pub fn add_reviewed(
         let ends_clean = std::fs::read(&target)
             .map(|b| b.is_empty() || b.ends_with(b"\n"))
             .unwrap_or(true);
-        let mut text = if ends_clean { String::new() } else { "\n".to_string() };
+        let mut text = if ends_clean {
+            String::new()
+        } else {
+            "\n".to_string()
+        };
         for line in &lines {
             text.push_str(line);
             text.push('\n');
@@ -514,6 +527,7 @@ mod tests {
             val: None,
             test: None,
             split: SplitSpec::default(),
+            added: None,
             fields: [("text".to_string(), "review".to_string())]
                 .into_iter()
                 .collect(),
@@ -590,6 +604,7 @@ mod tests {
             val: Some(val),
             test: Some(test),
             split: SplitSpec::default(),
+            added: None,
             fields: spec(PathBuf::new()).fields,
         };
         let err = load(&files, dir.path(), &needed()).unwrap_err().to_string();

@@ -33,7 +33,10 @@ pub(super) fn router(state: Arc<State>) -> Router {
         .route("/v1/programs/{name}/predict", post(predict))
         .route("/v1/traces/{id}/feedback", post(feedback))
         .fallback(unknown_route)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), authorize))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authorize,
+        ))
         .with_state(state)
 }
 
@@ -58,11 +61,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-async fn authorize(
-    Extract(state): Extract<Arc<State>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn authorize(Extract(state): Extract<Arc<State>>, request: Request, next: Next) -> Response {
     let Some(key) = state.config.api_key.as_deref().filter(|k| !k.is_empty()) else {
         return next.run(request).await;
     };
@@ -74,9 +73,16 @@ async fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| request.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
+        .or_else(|| {
+            request
+                .headers()
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+        });
     match given {
-        Some(given) if same_secret(given.trim().as_bytes(), key.as_bytes()) => next.run(request).await,
+        Some(given) if same_secret(given.trim().as_bytes(), key.as_bytes()) => {
+            next.run(request).await
+        }
         _ => {
             let error = ApiError::invalid(
                 "missing or wrong API key: send `Authorization: Bearer KEY` with the key the \
@@ -131,9 +137,11 @@ async fn list_models(Extract(state): Extract<Arc<State>>) -> Response {
     for program in &state.programs {
         let artifact = program.current(&state.store).ok().map(|(hash, _)| hash);
         for id in std::iter::once(&program.id).chain(program.alias.as_ref()) {
-            data.push(json!({"id": id, "object": "model", "created": state.started_unix,
+            data.push(
+                json!({"id": id, "object": "model", "created": state.started_unix,
                              "owned_by": "tuningfork", "task": program.task.task.name,
-                             "artifact": artifact}));
+                             "artifact": artifact}),
+            );
         }
     }
     axum::Json(json!({"object": "list", "data": data})).into_response()
@@ -203,8 +211,10 @@ impl Kind {
     /// One choice holding `text`, whole or as a stream delta.
     fn choice(self, index: u32, text: &str, finish: Option<&str>, chunk: bool) -> Value {
         match (self, chunk) {
-            (Kind::Chat, false) => json!({"index": index, "finish_reason": finish, "logprobs": null,
-                                          "message": {"role": "assistant", "content": text}}),
+            (Kind::Chat, false) => {
+                json!({"index": index, "finish_reason": finish, "logprobs": null,
+                                          "message": {"role": "assistant", "content": text}})
+            }
             (Kind::Chat, true) if finish.is_some() => {
                 json!({"index": index, "delta": {}, "finish_reason": finish, "logprobs": null})
             }
@@ -286,7 +296,8 @@ async fn complete(state: Arc<State>, kind: Kind, body: Body) -> Response {
     };
     let model = incoming.model.clone();
     let user = incoming.sampling.user.clone();
-    let refuse_here = |e: &ApiError| refuse_as(&exchange, &model, &request_value, user.as_deref(), e);
+    let refuse_here =
+        |e: &ApiError| refuse_as(&exchange, &model, &request_value, user.as_deref(), e);
     let target = match state.target(&model) {
         Ok(t) => t,
         Err(e) => return refuse_here(&e),
@@ -327,18 +338,26 @@ async fn complete(state: Arc<State>, kind: Kind, body: Body) -> Response {
             response
         }
         Target::Model(served) => {
-            let checked = match openai::check(&incoming.sampling, incoming.prompt, state.config.max_tokens)
-            {
-                Ok(c) => c,
-                Err(e) => return refuse_here(&e),
-            };
+            let checked =
+                match openai::check(&incoming.sampling, incoming.prompt, state.config.max_tokens) {
+                    Ok(c) => c,
+                    Err(e) => return refuse_here(&e),
+                };
             if checked.stream {
                 if checked.n > 1 {
                     return refuse_here(
                         &ApiError::invalid("`stream` works with `n` = 1 only").param("n"),
                     );
                 }
-                return stream_model(exchange, kind, model, request_value, served, checked, permit);
+                return stream_model(
+                    exchange,
+                    kind,
+                    model,
+                    request_value,
+                    served,
+                    checked,
+                    permit,
+                );
             }
             let (outcome, result) = run_model(served, &checked).await;
             let response = match result {
@@ -417,8 +436,9 @@ async fn run_model(
         match result {
             Ok(generated) => {
                 outcome.call_ids.push(generated.call_id);
-                outcome.engine_seconds +=
-                    (generated.completion.timings.prefill_ms + generated.completion.timings.decode_ms) / 1e3;
+                outcome.engine_seconds += (generated.completion.timings.prefill_ms
+                    + generated.completion.timings.decode_ms)
+                    / 1e3;
                 completions.push(generated.completion);
             }
             Err(e) => {
@@ -508,8 +528,10 @@ fn whole_or_streamed(
         };
         let mut events = Vec::new();
         if kind == Kind::Chat {
-            events.push(head(vec![json!({"index": 0, "delta": {"role": "assistant", "content": ""},
-                                          "finish_reason": null})]));
+            events.push(head(vec![
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": null}),
+            ]));
         }
         events.push(head(vec![kind.choice(0, texts[0], None, true)]));
         events.push(head(vec![kind.choice(0, "", Some(finishes[0]), true)]));
@@ -538,11 +560,7 @@ fn whole_or_streamed(
         .into_response()
     };
     add_trace_header(&mut response, &exchange.uid);
-    if let Some(artifact) = extra.get("artifact").and_then(Value::as_str) {
-        if let Ok(value) = HeaderValue::from_str(artifact) {
-            response.headers_mut().insert("x-tuningfork-artifact", value);
-        }
-    }
+    add_artifact_header(&mut response, extra.get("artifact").and_then(Value::as_str));
     response
 }
 
@@ -572,11 +590,16 @@ fn stream_model(
         let (deltas, mut pieces) = mpsc::unbounded_channel::<String>();
         let generation = generator.generate_streaming(checked.request.clone(), Some(deltas));
         tokio::pin!(generation);
-        let model = head(vec![])["model"].as_str().unwrap_or_default().to_string();
+        let model = head(vec![])["model"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let user = checked.user.clone();
         if kind == Kind::Chat {
-            let first = head(vec![json!({"index": 0, "delta": {"role": "assistant", "content": ""},
-                                          "finish_reason": null})]);
+            let first = head(vec![
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": null}),
+            ]);
             if events.send(first).await.is_err() {
                 return;
             }
@@ -602,10 +625,14 @@ fn stream_model(
                 // What the engine generated after the last piece it sent (or all of a cache hit).
                 let rest = completion.text.get(sent.len()..).unwrap_or_default();
                 if !rest.is_empty() {
-                    let _ = events.send(head(vec![kind.choice(0, rest, None, true)])).await;
+                    let _ = events
+                        .send(head(vec![kind.choice(0, rest, None, true)]))
+                        .await;
                 }
                 let finish = openai::finish_reason(completion.stop_reason);
-                let _ = events.send(head(vec![kind.choice(0, "", Some(finish), true)])).await;
+                let _ = events
+                    .send(head(vec![kind.choice(0, "", Some(finish), true)]))
+                    .await;
                 let usage = Usage::of(&[completion]);
                 if checked.include_usage {
                     let mut last = head(vec![]);
@@ -617,7 +644,8 @@ fn stream_model(
                     response: Some(json!({"text": completion.text, "finish_reason": finish})),
                     call_ids: vec![generated.call_id],
                     usage,
-                    engine_seconds: (completion.timings.prefill_ms + completion.timings.decode_ms) / 1e3,
+                    engine_seconds: (completion.timings.prefill_ms + completion.timings.decode_ms)
+                        / 1e3,
                     ..Outcome::default()
                 }
             }
@@ -654,13 +682,19 @@ async fn predict(
         Err(e) => return refuse(&exchange, &name, &request_value, &e),
     };
     let user = body.get("user").and_then(Value::as_str).map(str::to_string);
-    let program = state.programs.iter().find(|p| {
-        p.answers_to(&name) || p.answers_to(&format!("program:{name}"))
-    });
+    let program = state
+        .programs
+        .iter()
+        .find(|p| p.answers_to(&name) || p.answers_to(&format!("program:{name}")));
     let Some(program) = program else {
         let error = ApiError::not_found(format!(
             "this server has no program `{name}`; it serves {}",
-            state.programs.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+            state
+                .programs
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         return refuse_as(&exchange, &name, &request_value, user.as_deref(), &error);
     };
@@ -682,14 +716,23 @@ async fn predict(
             "trace_id": exchange.uid,
             "artifact": outcome.artifact,
             "usage": outcome.usage,
-            "steps": outcome.steps,
+            "steps": outcome.steps.as_ref().and_then(|s| s.get("steps")),
         }))
         .into_response(),
         Err(e) => error_response(e),
     };
     add_trace_header(&mut response, &exchange.uid);
+    add_artifact_header(&mut response, outcome.artifact.as_deref());
     exchange.record(&name, &request_value, user.as_deref(), outcome);
     response
+}
+
+fn add_artifact_header(response: &mut Response, artifact: Option<&str>) {
+    if let Some(value) = artifact.and_then(|a| HeaderValue::from_str(a).ok()) {
+        response
+            .headers_mut()
+            .insert("x-tuningfork-artifact", value);
+    }
 }
 
 async fn feedback(
@@ -710,7 +753,10 @@ async fn feedback(
         Ok(f) => f,
         Err(e) => return error_response(&e),
     };
-    match state.store.score_trace(&id, given.score, given.feedback.as_deref()) {
+    match state
+        .store
+        .score_trace(&id, given.score, given.feedback.as_deref())
+    {
         Ok(()) => axum::Json(json!({"trace": id, "score": given.score})).into_response(),
         Err(crate::store::StoreError::NoSuchTrace(_)) => error_response(
             &ApiError::invalid(format!("no trace `{id}`")).status(404, "not_found_error"),

@@ -64,10 +64,11 @@ impl Metrics {
             .requests
             .entry((endpoint.to_string(), status))
             .or_default() += 1;
-        let entry = counts
-            .latency
-            .entry(endpoint.to_string())
-            .or_insert(([0; BUCKETS.len()], 0.0, 0));
+        let entry =
+            counts
+                .latency
+                .entry(endpoint.to_string())
+                .or_insert(([0; BUCKETS.len()], 0.0, 0));
         for (bucket, bound) in entry.0.iter_mut().zip(BUCKETS) {
             if seconds <= bound {
                 *bucket += 1;
@@ -89,7 +90,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let counts = self.counts();
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP tuningfork_requests_total Requests answered, by endpoint and HTTP status.");
+        let _ = writeln!(
+            out,
+            "# HELP tuningfork_requests_total Requests answered, by endpoint and HTTP status."
+        );
         let _ = writeln!(out, "# TYPE tuningfork_requests_total counter");
         for ((endpoint, status), n) in &counts.requests {
             let _ = writeln!(
@@ -97,7 +101,10 @@ impl Metrics {
                 "tuningfork_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
             );
         }
-        let _ = writeln!(out, "# HELP tuningfork_request_seconds Time from request to the last byte of the answer.");
+        let _ = writeln!(
+            out,
+            "# HELP tuningfork_request_seconds Time from request to the last byte of the answer."
+        );
         let _ = writeln!(out, "# TYPE tuningfork_request_seconds histogram");
         for (endpoint, (buckets, sum, count)) in &counts.latency {
             for (n, bound) in buckets.iter().zip(BUCKETS) {
@@ -110,17 +117,41 @@ impl Metrics {
                 out,
                 "tuningfork_request_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {count}"
             );
-            let _ = writeln!(out, "tuningfork_request_seconds_sum{{endpoint=\"{endpoint}\"}} {sum}");
-            let _ = writeln!(out, "tuningfork_request_seconds_count{{endpoint=\"{endpoint}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "tuningfork_request_seconds_sum{{endpoint=\"{endpoint}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "tuningfork_request_seconds_count{{endpoint=\"{endpoint}\"}} {count}"
+            );
         }
-        let _ = writeln!(out, "# HELP tuningfork_tokens_total Tokens of answered requests.");
+        let _ = writeln!(
+            out,
+            "# HELP tuningfork_tokens_total Tokens of answered requests."
+        );
         let _ = writeln!(out, "# TYPE tuningfork_tokens_total counter");
-        let _ = writeln!(out, "tuningfork_tokens_total{{kind=\"prompt\"}} {}", counts.prompt_tokens);
-        let _ = writeln!(out, "tuningfork_tokens_total{{kind=\"completion\"}} {}", counts.completion_tokens);
+        let _ = writeln!(
+            out,
+            "tuningfork_tokens_total{{kind=\"prompt\"}} {}",
+            counts.prompt_tokens
+        );
+        let _ = writeln!(
+            out,
+            "tuningfork_tokens_total{{kind=\"completion\"}} {}",
+            counts.completion_tokens
+        );
         let _ = writeln!(out, "# HELP tuningfork_engine_seconds_total Engine time (prefill and decode) of answered requests.");
         let _ = writeln!(out, "# TYPE tuningfork_engine_seconds_total counter");
-        let _ = writeln!(out, "tuningfork_engine_seconds_total {}", counts.engine_seconds);
-        let _ = writeln!(out, "# HELP tuningfork_rejected_total Requests turned away because the server was full.");
+        let _ = writeln!(
+            out,
+            "tuningfork_engine_seconds_total {}",
+            counts.engine_seconds
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tuningfork_rejected_total Requests turned away because the server was full."
+        );
         let _ = writeln!(out, "# TYPE tuningfork_rejected_total counter");
         let _ = writeln!(out, "tuningfork_rejected_total {}", counts.rejected);
         let _ = writeln!(out, "# HELP tuningfork_requests_in_flight Requests accepted and not yet answered (the queue depth).");

@@ -173,7 +173,13 @@ impl Server {
             let engine = ws.engine(&task.task.model)?;
             let own = ws.artifact_for(&task, task.program.clone())?;
             let pin = ws.registry().get(&task.task.model)?;
-            tasks.push((spec.clone(), task, engine, own, (pin.name.clone(), pin.sha256.clone())));
+            tasks.push((
+                spec.clone(),
+                task,
+                engine,
+                own,
+                (pin.name.clone(), pin.sha256.clone()),
+            ));
         }
         let main = engines
             .first()
@@ -225,9 +231,9 @@ impl Server {
                     return Err(e);
                 }
             };
-            let taken = programs
-                .iter()
-                .any(|p| p.id == served.id || served.alias.as_ref().is_some_and(|a| p.answers_to(a)));
+            let taken = programs.iter().any(|p| {
+                p.id == served.id || served.alias.as_ref().is_some_and(|a| p.answers_to(a))
+            });
             if taken || models.iter().any(|m| served.answers_to(&m.name)) {
                 let error = WorkspaceError::Invalid(format!(
                     "two served programs would both answer to `{}`; serve one of them",
@@ -313,7 +319,9 @@ impl Server {
         let requests = state
             .store
             .traces(&crate::store::TraceFilter::default())
-            .map_or(0, |t| t.iter().filter(|t| t.run_id == state.run.id).count() as u64);
+            .map_or(0, |t| {
+                t.iter().filter(|t| t.run_id == state.run.id).count() as u64
+            });
         Ok(ServeReport {
             run_id: state.run.id,
             requests,
@@ -368,7 +376,13 @@ impl Exchange {
 
     /// Records the trace and the metrics; a store failure is logged, never turned into a
     /// different answer to a client that already has one.
-    fn record(&self, model: &str, request: &serde_json::Value, user: Option<&str>, outcome: Outcome) {
+    fn record(
+        &self,
+        model: &str,
+        request: &serde_json::Value,
+        user: Option<&str>,
+        outcome: Outcome,
+    ) {
         let seconds = self.started.elapsed().as_secs_f64();
         let usage = outcome.usage;
         let recorded = self.state.store.record_trace(&NewTrace {
@@ -406,9 +420,11 @@ impl Exchange {
 fn generate_error(e: &GenerateError) -> ApiError {
     use crate::engine::EngineError;
     match e {
-        GenerateError::Engine(EngineError::PromptTooLong { .. }) => ApiError::invalid(e.to_string())
-            .param("messages")
-            .code("context_length_exceeded"),
+        GenerateError::Engine(EngineError::PromptTooLong { .. }) => {
+            ApiError::invalid(e.to_string())
+                .param("messages")
+                .code("context_length_exceeded")
+        }
         GenerateError::Engine(
             EngineError::InvalidRequest(_) | EngineError::Grammar(_) | EngineError::Template(_),
         ) => ApiError::invalid(e.to_string()),

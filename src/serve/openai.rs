@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::schema;
-use crate::engine::{
-    Completion, GenerationRequest, Message, Prompt, SamplingParams, StopReason,
-};
+use crate::engine::{Completion, GenerationRequest, Message, Prompt, SamplingParams, StopReason};
 
 /// At most this many stop strings (OpenAI's own limit).
 const MAX_STOPS: usize = 4;
@@ -191,12 +189,19 @@ impl Content {
 /// The conversation of a chat request in our types. `developer` is read as `system`.
 pub fn messages(wire: &[WireMessage]) -> Result<Vec<Message>, ApiError> {
     if wire.is_empty() {
-        return Err(ApiError::invalid("`messages` must hold at least one message").param("messages"));
+        return Err(
+            ApiError::invalid("`messages` must hold at least one message").param("messages"),
+        );
     }
     wire.iter()
         .enumerate()
         .map(|(i, m)| {
-            let text = m.content.as_ref().map(Content::text).transpose()?.unwrap_or_default();
+            let text = m
+                .content
+                .as_ref()
+                .map(Content::text)
+                .transpose()?
+                .unwrap_or_default();
             Ok(match m.role.as_str() {
                 "system" | "developer" => Message::system(text),
                 "user" => Message::user(text),
@@ -231,7 +236,10 @@ pub fn check(sampling: &Sampling, prompt: Prompt, cap: u32) -> Result<Checked, A
     let unsupported = |name: &str| {
         ApiError::invalid(format!("`{name}` is not supported by tuningfork")).param(name)
     };
-    let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null() && v != &Value::Bool(false));
+    let set = |v: &Option<Value>| {
+        v.as_ref()
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+    };
     for (name, value) in [
         ("logprobs", &sampling.logprobs),
         ("top_logprobs", &sampling.top_logprobs),
@@ -267,7 +275,8 @@ pub fn check(sampling: &Sampling, prompt: Prompt, cap: u32) -> Result<Checked, A
     let n = sampling.n.unwrap_or(1);
     if n == 0 || n > MAX_CHOICES {
         return Err(
-            ApiError::invalid(format!("`n` must be between 1 and {MAX_CHOICES}, got {n}")).param("n"),
+            ApiError::invalid(format!("`n` must be between 1 and {MAX_CHOICES}, got {n}"))
+                .param("n"),
         );
     }
     let stop = match &sampling.stop {
@@ -306,7 +315,10 @@ pub fn check(sampling: &Sampling, prompt: Prompt, cap: u32) -> Result<Checked, A
         request,
         n,
         stream: sampling.stream,
-        include_usage: sampling.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        include_usage: sampling
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
         user: sampling.user.clone(),
     })
 }
@@ -319,14 +331,15 @@ fn response_grammar(format: &Value) -> Result<Option<String>, ApiError> {
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(schema::json_object_grammar())),
         Some("json_schema") => {
-            let schema = format
-                .get("json_schema")
-                .and_then(|s| s.get("schema"))
-                .ok_or_else(|| {
-                    bad("`response_format.json_schema.schema` is missing: give the JSON schema \
+            let schema =
+                format
+                    .get("json_schema")
+                    .and_then(|s| s.get("schema"))
+                    .ok_or_else(|| {
+                        bad("`response_format.json_schema.schema` is missing: give the JSON schema \
                          of the reply there"
                         .to_string())
-                })?;
+                    })?;
             schema::grammar_for_schema(schema)
                 .map(Some)
                 .map_err(|e| bad(format!("cannot turn the JSON schema into a grammar: {e}")))
@@ -411,17 +424,37 @@ mod tests {
         for (body, param) in [
             (serde_json::json!({"n": 9}), "n"),
             (serde_json::json!({"logprobs": true}), "logprobs"),
-            (serde_json::json!({"tools": [{"type": "function"}]}), "tools"),
-            (serde_json::json!({"frequency_penalty": 0.5}), "frequency_penalty"),
+            (
+                serde_json::json!({"tools": [{"type": "function"}]}),
+                "tools",
+            ),
+            (
+                serde_json::json!({"frequency_penalty": 0.5}),
+                "frequency_penalty",
+            ),
             (serde_json::json!({"temperature": -1}), "temperature"),
             (serde_json::json!({"max_tokens": 0}), "max_tokens"),
-            (serde_json::json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
-            (serde_json::json!({"response_format": {"type": "xml"}}), "response_format"),
-            (serde_json::json!({"response_format": {"type": "json_schema"}}), "response_format"),
+            (
+                serde_json::json!({"stop": ["a", "b", "c", "d", "e"]}),
+                "stop",
+            ),
+            (
+                serde_json::json!({"response_format": {"type": "xml"}}),
+                "response_format",
+            ),
+            (
+                serde_json::json!({"response_format": {"type": "json_schema"}}),
+                "response_format",
+            ),
         ] {
             let error = check(&sampling(body.clone()), prompt(), 64).unwrap_err();
             assert_eq!(error.status, 400, "{body}");
-            assert_eq!(error.param.as_deref(), Some(param), "{body}: {}", error.message);
+            assert_eq!(
+                error.param.as_deref(),
+                Some(param),
+                "{body}: {}",
+                error.message
+            );
         }
         // Explicit "off" values of unsupported features are fine.
         let off = serde_json::json!({"logprobs": false, "tools": [], "frequency_penalty": 0});
@@ -443,7 +476,8 @@ mod tests {
             serde_json::from_value(serde_json::json!([{"role": "tool", "content": "x"}])).unwrap();
         assert!(messages(&tool).unwrap_err().message.contains("role `tool`"));
         assert!(messages(&[]).is_err());
-        let error = parse_body::<ChatRequest>(b"{\"model\": \"m\",\n \"messages\": [}").unwrap_err();
+        let error =
+            parse_body::<ChatRequest>(b"{\"model\": \"m\",\n \"messages\": [}").unwrap_err();
         assert!(error.message.contains("not valid JSON") && error.message.contains("line 2"));
     }
 }

@@ -31,7 +31,9 @@ impl std::str::FromStr for ProgramSpec {
             _ => (s, None),
         };
         if task.is_empty() {
-            return Err("give a task file, optionally `=ARTIFACT` (a hash or a promoted name)".into());
+            return Err(
+                "give a task file, optionally `=ARTIFACT` (a hash or a promoted name)".into(),
+            );
         }
         Ok(ProgramSpec {
             task: PathBuf::from(task),

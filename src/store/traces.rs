@@ -393,7 +393,10 @@ mod tests {
             ..TraceFilter::default()
         };
         assert_eq!(of(low), vec![first.clone()]);
-        assert_eq!(store.trace(&first).unwrap().feedback.as_deref(), Some("wrong label"));
+        assert_eq!(
+            store.trace(&first).unwrap().feedback.as_deref(),
+            Some("wrong label")
+        );
         let future = TraceFilter {
             since: Some("9999-01-01".into()),
             ..TraceFilter::default()
@@ -408,6 +411,9 @@ mod tests {
             .unwrap();
         assert_eq!(pruned.traces, 2);
         assert_eq!(of(TraceFilter::default()), vec![failed]);
-        assert!(matches!(store.trace(&first), Err(StoreError::NoSuchTrace(_))));
+        assert!(matches!(
+            store.trace(&first),
+            Err(StoreError::NoSuchTrace(_))
+        ));
     }
 }
