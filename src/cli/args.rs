@@ -565,9 +565,20 @@ pub struct BenchArgs {
     /// time, batched, batched with prefix reuse, and again from the cache.
     #[arg(long)]
     pub scheduler: bool,
-    /// Requests in the scheduler workload.
+    /// Requests in the scheduler workload (and, with --serve, in each half of the comparison).
     #[arg(long, default_value_t = 64)]
     pub requests: usize,
+    /// Instead: the HTTP server's overhead — the same concurrent chat workload straight
+    /// through the engine and through a loopback `serve` — and a soak of --soak requests
+    /// reading resident memory.
+    #[arg(long, conflicts_with = "scheduler")]
+    pub serve: bool,
+    /// Concurrent clients with --serve.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Requests of the --serve memory soak.
+    #[arg(long, default_value_t = 10_000)]
+    pub soak: usize,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

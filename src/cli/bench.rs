@@ -11,6 +11,9 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     if args.scheduler {
         return scheduler(global, args);
     }
+    if args.serve {
+        return serve(global, args);
+    }
     let ws = workspace(global, &args.engine)?;
     let options = BenchOptions {
         prompt_tokens: args.prompt_tokens,
@@ -71,5 +74,41 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         config.resolved_threads()
     );
     print!("{}", ModeReport::table(&reports));
+    Ok(())
+}
+
+fn serve(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
+    let ws = workspace(global, &args.engine)?;
+    let options = tuningfork::serve::bench::ServeBenchOptions {
+        model: args.model.clone(),
+        clients: args.clients,
+        requests: args.requests,
+        gen_tokens: args.gen_tokens.unwrap_or(24),
+        soak: args.soak,
+    };
+    let runner = Runner::new()?;
+    let report = runner.run(tuningfork::serve::bench::bench(&ws, &options, runner.token()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} clients, {} requests each way, {} tokens each, cache off",
+        report.clients, report.direct.requests, options.gen_tokens
+    );
+    println!("{:<10} {:>8} {:>8} {:>9} {:>9} {:>9}", "", "req/s", "seconds", "mean ms", "p50 ms", "p99 ms");
+    for (name, l) in [("engine", &report.direct), ("http", &report.http), ("soak", &report.soak)] {
+        println!(
+            "{name:<10} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
+            l.per_second, l.seconds, l.mean_ms, l.p50_ms, l.p99_ms
+        );
+    }
+    println!("server overhead: {:+.1}% of the engine's mean latency", report.overhead_percent);
+    println!(
+        "resident memory over the soak of {} requests: {} MiB after the first tenth, {} MiB at the end",
+        report.soak.requests,
+        report.rss_kib.0 / 1024,
+        report.rss_kib.1 / 1024
+    );
     Ok(())
 }

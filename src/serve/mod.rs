@@ -15,6 +15,7 @@
 //! flight and records it.
 
 mod api;
+pub mod bench;
 pub mod metrics;
 pub mod openai;
 pub mod programs;

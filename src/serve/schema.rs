@@ -9,8 +9,10 @@
 //! two-digit exponent, so that a small model cannot pad forever and every number fits a double;
 //! `\u` escapes never name a lone surrogate. `oneOf` is read as `anyOf` (exclusivity is not
 //! enforced); `format`, `title`, `description`, `default`, `examples`, `$schema`, `$id` and
-//! `$comment` are ignored. Any other keyword that would change which values are valid is a
-//! [`SchemaError`] naming its path.
+//! `$comment` are ignored. Any other keyword that would change which values are valid (and any
+//! keyword of a type without `type`) is a [`SchemaError`] naming its path. Each `$ref` target
+//! becomes one rule, so recursive schemas work; definitions with no finite value and
+//! references that loop without consuming text (left recursion) are refused.
 //!
 //! Only constructs that llama.cpp and our interpreter ([`crate::lm::gbnf`]) both accept are
 //! written: names of `[a-zA-Z0-9-]`, literals, classes with `\xHH`, `\t`, `\n` escapes, groups,
@@ -30,7 +32,7 @@ use crate::lm::gbnf::Grammar;
 pub struct SchemaError(pub String);
 
 type Fields = Map<String, Value>;
-/// A grammar expression that can take a postfix operator as it is: a name, a literal or a group.
+/// A schema's grammar expression: a name, a literal or a group, so that it can stand anywhere.
 type Built = Result<String, SchemaError>;
 
 /// The largest length or item count a schema may name: llama.cpp expands `{m,n}` into a rule
@@ -61,7 +63,8 @@ const SHARED: &str = r#"value ::= object | array | string | number | "true" | "f
 object ::= "{" ws ( string ws ":" ws value ( ws "," ws string ws ":" ws value )* ws )? "}"
 array ::= "[" ws ( value ( ws "," ws value )* ws )? "]"
 string ::= "\"" char* "\""
-char ::= [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" ( [0-9a-cA-C] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} | [eEfF] [0-9a-fA-F]{3} ) )
+char ::= [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" unicode )
+unicode ::= [0-9a-cA-C] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} | [eEfF] [0-9a-fA-F]{3}
 number ::= "-"? number-nonneg
 number-nonneg ::= integer-nonneg ( "." [0-9]{1,15} )? ( [eE] [-+]? [0-9]{1,2} )?
 integer ::= "0" | "-"? integer-pos
@@ -172,7 +175,12 @@ impl Builder<'_> {
         let map = match schema {
             Value::Bool(true) => return Ok(self.shared("value")),
             Value::Object(map) => map,
-            _ => return Err(error(path, "a schema must be an object or `true`")),
+            _ => {
+                return Err(error(
+                    path,
+                    "must be an object or `true` (`false` admits nothing)",
+                ))
+            }
         };
         if let Some(key) = map.keys().find(|k| !known(k)) {
             let message = format!("`{key}` is not supported; supported are {SUPPORTED}");
@@ -254,8 +262,8 @@ impl Builder<'_> {
         let Some(mut types) = type_list(map, path)? else {
             // Without `type` such keywords constrain only values of their type; a grammar for
             // "anything, but objects with these properties" is rarely what was meant.
-            let typed = |k: &&String| TYPE_KEYWORDS.iter().any(|(_, keys)| has_word(keys, k));
-            if let Some(key) = map.keys().find(typed) {
+            let keyword = |k: &&String| TYPE_KEYWORDS.iter().any(|(_, keys)| has_word(keys, k));
+            if let Some(key) = map.keys().find(keyword) {
                 return Err(keyword_error(path, key, "needs a `type` beside it"));
             }
             return Ok(self.shared("value"));
@@ -357,27 +365,15 @@ impl Builder<'_> {
                 .ok_or_else(|| keyword_error(path, "required", "must be a list of names"))?,
         };
         self.needs.insert("ws");
+        let empty = Map::new();
         let properties = match map.get("properties") {
             Some(Value::Object(properties)) => properties,
-            Some(_) => {
-                return Err(keyword_error(
-                    path,
-                    "properties",
-                    "must map names to schemas",
-                ))
-            }
-            None if !required.is_empty() => {
-                return Err(keyword_error(
-                    path,
-                    "required",
-                    "needs `properties` beside it",
-                ))
-            }
-            None if others => return Ok(self.shared("object")),
-            None => return Ok(r#"( "{" ws "}" )"#.to_string()),
+            Some(_) => return Err(keyword_error(path, "properties", "must be an object")),
+            None if others && required.is_empty() => return Ok(self.shared("object")),
+            None => &empty,
         };
         if let Some(name) = required.iter().find(|r| !properties.contains_key(**r)) {
-            let message = format!("`{name}` is not among `properties`");
+            let message = format!("`{name}` is not among the `properties`");
             return Err(keyword_error(path, "required", message));
         }
         let outer = std::mem::take(&mut self.bare);
@@ -404,33 +400,29 @@ fn object_body(members: &[(String, bool)]) -> String {
     for (k, (first, _)) in members.iter().enumerate().take(can_be_first) {
         let mut text = first.clone();
         for (rule, required) in members.iter().skip(k + 1) {
-            let more = format!(r#"ws "," ws {rule}"#);
-            text += &if *required {
-                format!(" {more}")
-            } else {
-                format!(" ( {more} )?")
+            let _ = match *required {
+                true => write!(text, r#" ws "," ws {rule}"#),
+                false => write!(text, r#" ( ws "," ws {rule} )?"#),
             };
         }
         alternatives.push(text);
     }
-    match (&alternatives[..], first_required) {
-        ([], _) => r#"( "{" ws "}" )"#.to_string(),
-        ([only], Some(_)) => format!(r#"( "{{" ws {only} ws "}}" )"#),
-        (_, Some(_)) => format!(r#"( "{{" ws ( {} ) ws "}}" )"#, alternatives.join(" | ")),
-        (_, None) => format!(
-            r#"( "{{" ws ( ( {} ) ws )? "}}" )"#,
-            alternatives.join(" | ")
-        ),
+    if alternatives.is_empty() {
+        return r#"( "{" ws "}" )"#.to_string();
+    }
+    let members = any_of(alternatives);
+    match first_required {
+        Some(_) => format!(r#"( "{{" ws {members} ws "}}" )"#),
+        None => format!(r#"( "{{" ws ( {members} ws )? "}}" )"#),
     }
 }
 
 /// The `enum` or `const` values (at `at`) that are of the schema's `type`, as JSON literals.
 fn constants(values: &[Value], map: &Fields, path: &str, at: &str) -> Built {
     let types = type_list(map, path)?;
-    let fits = |v: &&Value| {
-        types
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|t| has_type(v, t)))
+    let fits = |v: &&Value| match &types {
+        Some(types) => types.iter().any(|t| has_type(v, t)),
+        None => true,
     };
     let mut literals: Vec<String> = Vec::new();
     for text in values.iter().filter(fits).map(|v| literal(&v.to_string())) {
@@ -438,11 +430,9 @@ fn constants(values: &[Value], map: &Fields, path: &str, at: &str) -> Built {
             literals.push(text);
         }
     }
+    let message = "no value is left (none is given, or none is of `type`)";
     match literals.is_empty() {
-        true => Err(error(
-            at,
-            "no value is left (none is given, or none is of `type`)",
-        )),
+        true => Err(error(at, message)),
         false => Ok(any_of(literals)),
     }
 }
@@ -592,31 +582,32 @@ mod tests {
     use super::*;
     use crate::random::Rng;
 
-    /// `check!(schema, [accepted texts], [rejected texts])`, one case a line: see [`check`].
+    /// `check!(schema, [accepted texts], [rejected texts])`, one case a line: see `check`.
     macro_rules! check {
-        ($schema:tt, [$($yes:expr),* $(,)?], [$($no:expr),* $(,)?]) => {
-            check(json!($schema), &[$($yes),*], &[$($no),*])
+        ($schema:tt, $accepted:expr, $rejected:expr) => {
+            check(json!($schema), &$accepted, &$rejected)
         };
     }
 
     /// `refuses!(schema, start of the message)`: the schema has no grammar, and says where.
     macro_rules! refuses {
-        ($schema:tt, $expected:expr) => {
-            let message = grammar_for_schema(&json!($schema)).map_or_else(|e| e.0, |t| t);
+        ($schema:tt, $expected:expr) => {{
+            let message = grammar_for_schema(&json!($schema)).unwrap_or_else(|e| e.0);
             assert!(message.starts_with($expected), "{message}");
-        };
+        }};
     }
 
     /// The grammar of `schema` (the same text twice) takes each of `accepted`, none of
     /// `rejected`, and makes up only JSON that it takes: those samples are returned.
     fn check(schema: Value, accepted: &[&str], rejected: &[&str]) -> Vec<Value> {
         let text = grammar_for_schema(&schema).unwrap_or_else(|e| panic!("{schema}: {e}"));
-        assert_eq!(
-            grammar_for_schema(&schema),
-            Ok(text.clone()),
-            "not deterministic"
-        );
-        let grammar = Grammar::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let again = grammar_for_schema(&schema);
+        assert_eq!(again.as_ref(), Ok(&text), "not deterministic");
+        check_grammar(&text, accepted, rejected)
+    }
+
+    fn check_grammar(text: &str, accepted: &[&str], rejected: &[&str]) -> Vec<Value> {
+        let grammar = Grammar::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         for json in accepted {
             assert!(grammar.matches(json), "{json} is refused by\n{text}");
         }
@@ -624,38 +615,30 @@ mod tests {
             assert!(!grammar.matches(json), "{json} is taken by\n{text}");
         }
         let sample = |seed| grammar.sample(&mut Rng::new(seed));
-        let json = |sample: String| {
+        let parse = |sample: String| {
             assert!(grammar.matches(&sample), "{sample:?} is not in\n{text}");
             serde_json::from_str(&sample).unwrap_or_else(|e| panic!("{sample:?}: {e}"))
         };
-        (0..40).map(sample).map(json).collect()
+        (0..40).map(sample).map(parse).collect()
     }
 
     #[test]
     fn json_object_mode_takes_any_object_and_nothing_else() {
-        let text = json_object_grammar();
-        let grammar = Grammar::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let objects = [
             "{}",
             r#"{"a": [1, "x\n", {"b": null}], "c": -2.5e3}"#,
             "{\n \"k\": 1\n}",
         ];
-        assert!(objects.iter().all(|json| grammar.matches(json)), "{text}");
-        for json in [
+        let not = [
             "[]",
             r#""x""#,
             r#"{"a": }"#,
             r#"{"a": 1,}"#,
             r#"{"a": 01}"#,
             "{     }",
-        ] {
-            assert!(!grammar.matches(json), "{json}");
-        }
-        for seed in 0..40 {
-            let sample = grammar.sample(&mut Rng::new(seed));
-            let value: Option<Value> = serde_json::from_str(&sample).ok();
-            assert!(value.is_some_and(|v| v.is_object()), "{sample}");
-        }
+        ];
+        let samples = check_grammar(&json_object_grammar(), &objects, &not);
+        assert!(samples.iter().all(Value::is_object));
     }
 
     #[test]
@@ -698,10 +681,11 @@ mod tests {
             r#"{   "age": 30, "name": "Ann", "role": "user"}"#,
         ];
         for person in check(person, &accepted, &rejected) {
-            let keys = person
-                .as_object()
-                .map(|o| o.keys().cloned().collect::<Vec<_>>());
-            assert!(keys.is_some_and(|k| k.iter().all(|k| "age name nick role".contains(k))));
+            let known = |k: &String| ["age", "name", "nick", "role"].contains(&k.as_str());
+            assert!(
+                person.as_object().is_some_and(|o| o.keys().all(known)),
+                "{person}"
+            );
             assert!(
                 person["age"].is_i64() && person["name"].is_string(),
                 "{person}"
@@ -764,7 +748,8 @@ mod tests {
             .iter()
             .all(|s| s.as_array().is_some_and(|a| (1..=3).contains(&a.len()))));
         check!({"type": "array", "maxItems": 0}, ["[]", "[ ]"], ["[1]"]);
-        check!({"type": "array", "items": {"type": "boolean"}}, ["[]", "[true, false, true]"], ["[0]"]);
+        let flags = json!({"type": "boolean"});
+        check!({"type": "array", "items": flags}, ["[]", "[true, false, true]"], ["[0]"]);
         check!({"type": "array", "minItems": 2}, [r#"[1, "a"]"#, "[{}, [], null]"], ["[1]"]);
         let words = json!({"type": "array", "items": {"enum": ["x y", 2]}});
         check!({"type": "array", "items": words}, [r#"[["x y"], [], [2, 2]]"#], [r#"[["x"]]"#]);
@@ -815,10 +800,12 @@ mod tests {
         assert!(check(tree, &accepted, &rejected).iter().all(valid));
         let point =
             json!({"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2});
-        let p = json!({"p": {"$ref": "#/definitions/point"}});
-        let pointed = json!({"type": "object", "properties": p, "required": ["p"]});
-        let mut schema = pointed;
-        schema["definitions"] = json!({"point": point});
+        let (p, definitions) = (
+            json!({"$ref": "#/definitions/point"}),
+            json!({"point": point}),
+        );
+        let pointed = json!({"type": "object", "properties": {"p": p}, "required": ["p"]});
+        let schema = json!({"allOf": [pointed], "definitions": definitions});
         check(
             schema,
             &[r#"{"p": [1, 2.5]}"#],
@@ -829,11 +816,16 @@ mod tests {
     #[test]
     fn unsupported_schemas_are_errors_naming_the_path() {
         let code = json!({"type": "string", "pattern": "^[A-Z]+$"});
-        refuses!({"type": "object", "properties": {"code": code}}, "`$.properties.code.pattern`: `pattern` is not supported");
+        let coded = json!({"type": "object", "properties": {"code": code}});
+        refuses!(
+            coded,
+            "`$.properties.code.pattern`: `pattern` is not supported"
+        );
         refuses!({"type": "object", "additionalProperties": {}}, "`$.additionalProperties`");
         let remote = json!({"$ref": "http://example.com/s.json"});
         refuses!({"type": "object", "properties": {"x": remote}}, "`$.properties.x.$ref`");
-        refuses!({"type": "object", "properties": {"age": {"type": "int"}}}, "`$.properties.age.type`");
+        let age = json!({"age": {"type": "int"}});
+        refuses!({"type": "object", "properties": age}, "`$.properties.age.type`");
         refuses!({"type": "integer", "maximum": 10}, "`$.maximum`");
         refuses!({"type": "number", "minimum": 1}, "`$.minimum`");
         refuses!({"type": "array", "prefixItems": [{"type": "string"}]}, "`$.prefixItems`");
