@@ -174,7 +174,11 @@ pub async fn bench(
         let generator = generator.clone();
         async move {
             let request = GenerationRequest::chat(vec![Message::user(prompt(i))], gen_tokens);
-            generator.generate(request).await.map(|_| ()).map_err(|e| e.to_string())
+            generator
+                .generate(request)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
     })
     .await;
@@ -215,9 +219,11 @@ pub async fn bench(
     })
     .await;
     let rss_warm = rss_kib();
-    let rest = drive(options.clients, options.soak.saturating_sub(warm), move |i| {
-        post_chat(addr, chat_body(&model, i % 8, 1))
-    })
+    let rest = drive(
+        options.clients,
+        options.soak.saturating_sub(warm),
+        move |i| post_chat(addr, chat_body(&model, i % 8, 1)),
+    )
     .await;
     let rss_end = rss_kib();
     stop.cancel();

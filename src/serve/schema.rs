@@ -296,10 +296,9 @@ impl Builder<'_> {
         let rule = match (bound("minimum"), bound("exclusiveMinimum"), integer) {
             (None, None, true) => "integer",
             (None, None, false) => "number",
-            (Some(m), None, true) if m == 0.0 => "integer-nonneg",
-            (Some(m), None, false) if m == 0.0 => "number-nonneg",
-            (Some(m), None, true) if m == 1.0 => "integer-pos",
-            (None, Some(m), true) if m == 0.0 => "integer-pos",
+            (Some(0.0), None, true) => "integer-nonneg",
+            (Some(0.0), None, false) => "number-nonneg",
+            (Some(1.0), None, true) | (None, Some(0.0), true) => "integer-pos",
             (Some(_), ..) => return Err(unsupported("minimum")),
             (None, ..) => return Err(unsupported("exclusiveMinimum")),
         };
@@ -420,9 +419,10 @@ fn object_body(members: &[(String, bool)]) -> String {
 /// The `enum` or `const` values (at `at`) that are of the schema's `type`, as JSON literals.
 fn constants(values: &[Value], map: &Fields, path: &str, at: &str) -> Built {
     let types = type_list(map, path)?;
-    let fits = |v: &&Value| match &types {
-        Some(types) => types.iter().any(|t| has_type(v, t)),
-        None => true,
+    let fits = |v: &&Value| {
+        types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| has_type(v, t)))
     };
     let mut literals: Vec<String> = Vec::new();
     for text in values.iter().filter(fits).map(|v| literal(&v.to_string())) {
