@@ -51,6 +51,18 @@ fn serve(sandbox: &Sandbox, args: &[&str]) -> Served {
     Served { child, addr }
 }
 
+/// Stops a server the way a service manager does (SIGTERM) and checks that it exits cleanly.
+fn stop(mut server: Served) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "serve exited with {exit}");
+}
+
 /// One HTTP/1.1 request; returns the status, the headers (lowercase names) and the body.
 fn http(
     addr: &str,
@@ -360,7 +372,7 @@ fn a_promotion_is_followed_without_a_restart_and_traces_become_a_dataset() {
         .status
         .success());
     assert!(predict("Arrived in a box.").starts_with(&first));
-    drop(server);
+    stop(server);
 
     // Traces become unreviewed rows; only reviewed ones are added, never a held-out example.
     let rows = sandbox.dir.path().join("rows.jsonl");
@@ -445,4 +457,20 @@ fn a_promotion_is_followed_without_a_restart_and_traces_become_a_dataset() {
         "{}",
         stdout(&again)
     );
+
+    // Retention: the stopped server's traces go with their calls and the empty run.
+    let gc = sandbox.run(&["runs", "gc", "--keep-max", "0"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(
+        stdout(&gc).contains("removed 3 traces, 3 calls and 1 empty server runs"),
+        "{}",
+        stdout(&gc)
+    );
+    let conn = db(&sandbox);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM traces"), 0);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM runs WHERE kind = 'serve'"),
+        0
+    );
+    assert!(count(&conn, "SELECT COUNT(*) FROM artifacts") >= 2);
 }

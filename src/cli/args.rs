@@ -537,6 +537,16 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete old traces of served requests with the calls they made, and finished server
+    /// runs left empty (optimization, evaluation and other runs are never touched).
+    Gc {
+        /// Keep traces younger than this many days.
+        #[arg(long, required_unless_present = "keep_max")]
+        keep_days: Option<u32>,
+        /// Keep at most this many traces, the newest.
+        #[arg(long)]
+        keep_max: Option<u64>,
+    },
     /// One run with its calls.
     Show {
         /// Run id or uid.

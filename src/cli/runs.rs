@@ -14,6 +14,20 @@ pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
         RunsCommand::Audit { id, json } => super::audit::audit_report(global, &id, json),
         RunsCommand::List { limit } => list(global, limit),
         RunsCommand::Show { id, full, json } => show(global, &id, full, json),
+        RunsCommand::Gc {
+            keep_days,
+            keep_max,
+        } => {
+            let pruned = open_store(global)?.prune_traces(&tuningfork::store::Retention {
+                keep_days,
+                keep_max,
+            })?;
+            println!(
+                "removed {} traces, {} calls and {} empty server runs",
+                pruned.traces, pruned.calls, pruned.runs
+            );
+            Ok(())
+        }
     }
 }
 

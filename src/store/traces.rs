@@ -84,6 +84,8 @@ pub struct Retention {
 pub struct Pruned {
     pub traces: usize,
     pub calls: usize,
+    /// Finished `serve` runs left with no trace and no call.
+    pub runs: usize,
 }
 
 const TRACE_COLUMNS: &str = "id, uid, run_id, created_at, endpoint, model, program, \
@@ -269,7 +271,8 @@ impl Store {
     }
 
     /// Deletes the traces `retention` does not keep, with the model calls they made (calls of
-    /// other runs are never touched), in one transaction.
+    /// other runs are never touched) and the finished `serve` runs left empty, in one
+    /// transaction.
     pub fn prune_traces(&self, retention: &Retention) -> Result<Pruned, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sql_error(e))?;
@@ -305,10 +308,25 @@ impl Store {
         let traces = tx
             .execute("DELETE FROM traces WHERE id IN (SELECT id FROM doomed)", [])
             .map_err(|e| self.sql_error(e))?;
+        let runs = tx
+            .execute(
+                "DELETE FROM runs WHERE kind = 'serve' AND status != 'running'
+                   AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.run_id = runs.id)
+                   AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.run_id = runs.id)
+                   AND NOT EXISTS (SELECT 1 FROM replays r
+                                   WHERE r.run_id = runs.id OR r.replay_run_id = runs.id)
+                   AND NOT EXISTS (SELECT 1 FROM run_imports i WHERE i.run_id = runs.id)",
+                [],
+            )
+            .map_err(|e| self.sql_error(e))?;
         tx.execute("DELETE FROM doomed", [])
             .and_then(|_| tx.commit())
             .map_err(|e| self.sql_error(e))?;
-        Ok(Pruned { traces, calls })
+        Ok(Pruned {
+            traces,
+            calls,
+            runs,
+        })
     }
 }
 
