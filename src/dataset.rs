@@ -165,39 +165,63 @@ pub fn read_jsonl(
     needed: &[String],
     mapping: &BTreeMap<String, String>,
 ) -> Result<Vec<Example>, DatasetError> {
+    objects(path)?
+        .into_iter()
+        .map(|(number, object)| {
+            Ok(Example {
+                source: format!("{}:{number}", path.display()),
+                values: field_values(&object, needed, mapping, path, number)?,
+            })
+        })
+        .collect()
+}
+
+/// A line of a JSONL file.
+type JsonObject = serde_json::Map<String, Value>;
+
+/// The JSON object on each non-blank line of `path`, with its line number; a line that is not
+/// one is an error naming the line.
+fn objects(path: &Path) -> Result<Vec<(usize, JsonObject)>, DatasetError> {
     let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut examples = Vec::new();
+    let mut objects = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let object = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(object)) => object,
-            Ok(other) => {
-                return Err(DatasetError::Malformed {
-                    path: path.to_path_buf(),
-                    line: number,
-                    message: format!("found {}", kind(&other)),
-                })
-            }
-            Err(e) => {
-                return Err(DatasetError::Malformed {
-                    path: path.to_path_buf(),
-                    line: number,
-                    message: e.to_string(),
-                })
-            }
+        let malformed = |message: String| DatasetError::Malformed {
+            path: path.to_path_buf(),
+            line: number,
+            message,
         };
-        let mut values = Values::new();
-        for field in needed {
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(object)) => objects.push((number, object)),
+            Ok(other) => return Err(malformed(format!("found {}", kind(&other)))),
+            Err(e) => return Err(malformed(e.to_string())),
+        }
+    }
+    Ok(objects)
+}
+
+/// The values of `needed` (program field names) in `object`, whose keys are renamed through
+/// `mapping`; a missing one is an error naming the line and the keys it has.
+fn field_values(
+    object: &JsonObject,
+    needed: &[String],
+    mapping: &BTreeMap<String, String>,
+    path: &Path,
+    line: usize,
+) -> Result<Values, DatasetError> {
+    needed
+        .iter()
+        .map(|field| {
             let key = mapping.get(field).unwrap_or(field);
             let value = object.get(key).ok_or_else(|| DatasetError::MissingField {
                 path: path.to_path_buf(),
-                line: number,
+                line,
                 field: field.clone(),
                 key: key.clone(),
                 keys: object
@@ -206,14 +230,9 @@ pub fn read_jsonl(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-            values.insert(field.clone(), value.clone());
-        }
-        examples.push(Example {
-            source: format!("{}:{number}", path.display()),
-            values,
-        });
-    }
-    Ok(examples)
+            Ok((field.clone(), value.clone()))
+        })
+        .collect()
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -376,48 +395,22 @@ pub fn add_reviewed(
         .iter()
         .map(|e| key(&e.values))
         .collect();
-    let text = std::fs::read_to_string(file).map_err(|source| DatasetError::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
     let (mut unreviewed, mut duplicates, mut leaks) = (0, 0, 0);
     let mut lines = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let malformed = |message: String| DatasetError::Malformed {
-            path: file.to_path_buf(),
-            line: index + 1,
-            message,
-        };
-        let object = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(object)) => object,
-            Ok(other) => return Err(malformed(format!("found {}", kind(&other)))),
-            Err(e) => return Err(malformed(e.to_string())),
-        };
+    for (number, object) in objects(file)? {
         if object.get(REVIEW_KEY).and_then(Value::as_str) == Some("unreviewed") {
             unreviewed += 1;
             continue;
         }
-        let mut row = serde_json::Map::new();
-        let mut values = Values::new();
-        for field in needed {
-            let name = spec.fields.get(field).unwrap_or(field);
-            let value = object.get(name).ok_or_else(|| DatasetError::MissingField {
-                path: file.to_path_buf(),
-                line: index + 1,
-                field: field.clone(),
-                key: name.clone(),
-                keys: object
-                    .keys()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-            row.insert(name.clone(), value.clone());
-            values.insert(field.clone(), value.clone());
-        }
+        let values = field_values(&object, needed, &spec.fields, file, number)?;
+        // Written under the file's keys, so the dataset's field mapping reads it back.
+        let row: JsonObject = values
+            .iter()
+            .map(|(field, value)| {
+                let key = spec.fields.get(field).unwrap_or(field);
+                (key.clone(), value.clone())
+            })
+            .collect();
         let identity = key(&values);
         if held_out.contains(&identity) {
             leaks += 1;

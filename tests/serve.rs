@@ -51,16 +51,26 @@ fn serve(sandbox: &Sandbox, args: &[&str]) -> Served {
     Served { child, addr }
 }
 
-/// Stops a server the way a service manager does (SIGTERM) and checks that it exits cleanly.
-fn stop(mut server: Served) {
+/// Asks a server to stop the way a service manager does: SIGTERM.
+fn terminate(server: &Served) {
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
+}
+
+/// Waits for a server to exit and checks that it exited cleanly.
+fn exited_cleanly(mut server: Served) {
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "serve exited with {exit}");
+}
+
+/// Stops a server with SIGTERM and checks that it exits cleanly.
+fn stop(server: Served) {
+    terminate(&server);
+    exited_cleanly(server);
 }
 
 /// One HTTP/1.1 request; returns the status, the headers (lowercase names) and the body.
@@ -238,17 +248,10 @@ fn the_openai_client_chats_streams_follows_schemas_and_calls_programs() {
         )
     });
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    terminate(&server);
     let (status, _, body) = in_flight.join().unwrap();
     assert_eq!(status, 200, "{body}");
-    let mut server = server;
-    let exit = server.child.wait().unwrap();
-    assert!(exit.success(), "serve exited with {exit}");
+    exited_cleanly(server);
     let conn = db(&sandbox);
     let status: String = conn
         .query_row("SELECT status FROM runs WHERE id = ?1", [serve_run], |r| {

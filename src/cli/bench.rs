@@ -96,33 +96,6 @@ fn serve(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!(
-        "{} clients, {} requests each way, {} tokens each, cache off",
-        report.clients, report.direct.requests, options.gen_tokens
-    );
-    println!(
-        "{:<10} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "", "req/s", "seconds", "mean ms", "p50 ms", "p99 ms"
-    );
-    for (name, l) in [
-        ("engine", &report.direct),
-        ("http", &report.http),
-        ("soak", &report.soak),
-    ] {
-        println!(
-            "{name:<10} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
-            l.per_second, l.seconds, l.mean_ms, l.p50_ms, l.p99_ms
-        );
-    }
-    println!(
-        "server overhead: {:+.1}% of the engine's mean latency",
-        report.overhead_percent
-    );
-    println!(
-        "resident memory over the soak of {} requests: {} MiB after the first tenth, {} MiB at the end",
-        report.soak.requests,
-        report.rss_kib.0 / 1024,
-        report.rss_kib.1 / 1024
-    );
+    print!("{report}");
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use tuningfork::serve::{ServeConfig, Server};
-use tuningfork::store::{Retention, TraceFilter, TraceRecord};
+use tuningfork::store::{Retention, TraceFilter};
 use tuningfork::task::Task;
 
 use super::args::{DatasetCommand, GlobalArgs, ServeArgs, TraceFilterArgs, TracesCommand};
@@ -73,7 +73,7 @@ pub fn traces(global: &GlobalArgs, command: TracesCommand) -> Result<()> {
             } else if traces.is_empty() {
                 println!("no traces in {}", global.store.display());
             } else {
-                print!("{}", traces_table(&traces));
+                print!("{}", tuningfork::serve::traces_table(&traces));
             }
         }
         TracesCommand::Show { id } => {
@@ -92,27 +92,6 @@ pub fn traces(global: &GlobalArgs, command: TracesCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn traces_table(traces: &[TraceRecord]) -> String {
-    let mut out = format!(
-        "{:<17} {:<24} {:<18} {:<22} {:>6} {:>9} {:>7} {:>6}\n",
-        "trace", "time", "endpoint", "model", "status", "latency", "tokens", "score"
-    );
-    for t in traces {
-        out.push_str(&format!(
-            "{:<17} {:<24} {:<18} {:<22} {:>6} {:>7.0}ms {:>7} {:>6}\n",
-            t.uid,
-            t.created_at,
-            t.endpoint,
-            t.model,
-            t.status,
-            t.latency_ms,
-            t.prompt_tokens + t.completion_tokens,
-            t.score.map_or("-".to_string(), |s| format!("{s:.2}")),
-        ));
-    }
-    out
 }
 
 fn write_jsonl(path: &std::path::Path, rows: &[serde_json::Value]) -> Result<()> {

@@ -72,8 +72,8 @@ const STRING_RULES: &str = r#"string ::= "\"" ([^"\\\x00-\x1f] | "\\" ["\\/bfnrt
 ws ::= [ \t]{0,4}
 "#;
 
-/// A GBNF string literal.
-fn literal(text: &str) -> String {
+/// A GBNF string literal (the response-format grammars of `serve` use it too).
+pub(crate) fn literal(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {

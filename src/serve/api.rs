@@ -581,6 +581,7 @@ fn stream_model(
     let id = kind.id(&exchange.uid);
     let uid = exchange.uid.clone();
     let created = openai::now_unix();
+    let traced_model = model.clone();
     let head = move |choices: Vec<Value>| {
         json!({"id": id, "object": kind.object(true), "created": created, "model": model,
                "system_fingerprint": fingerprint, "choices": choices})
@@ -590,10 +591,7 @@ fn stream_model(
         let (deltas, mut pieces) = mpsc::unbounded_channel::<String>();
         let generation = generator.generate_streaming(checked.request.clone(), Some(deltas));
         tokio::pin!(generation);
-        let model = head(vec![])["model"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let model = traced_model;
         let user = checked.user.clone();
         if kind == Kind::Chat {
             let first = head(vec![

@@ -43,6 +43,7 @@ pub struct Latency {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServeBenchReport {
     pub clients: usize,
+    pub gen_tokens: u32,
     pub direct: Latency,
     pub http: Latency,
     /// (http mean − direct mean) / direct mean, in percent.
@@ -50,6 +51,45 @@ pub struct ServeBenchReport {
     pub soak: Latency,
     /// Resident memory (KiB) after the first tenth of the soak and at its end.
     pub rss_kib: (u64, u64),
+}
+
+impl std::fmt::Display for ServeBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} clients, {} requests each way, {} tokens each, cache off",
+            self.clients, self.direct.requests, self.gen_tokens
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:>8} {:>8} {:>9} {:>9} {:>9}",
+            "", "req/s", "seconds", "mean ms", "p50 ms", "p99 ms"
+        )?;
+        for (name, l) in [
+            ("engine", &self.direct),
+            ("http", &self.http),
+            ("soak", &self.soak),
+        ] {
+            writeln!(
+                f,
+                "{name:<10} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
+                l.per_second, l.seconds, l.mean_ms, l.p50_ms, l.p99_ms
+            )?;
+        }
+        writeln!(
+            f,
+            "server overhead: {:+.1}% of the engine's mean latency",
+            self.overhead_percent
+        )?;
+        writeln!(
+            f,
+            "resident memory over the soak of {} requests: {} MiB after the first tenth, {} MiB \
+             at the end",
+            self.soak.requests,
+            self.rss_kib.0 / 1024,
+            self.rss_kib.1 / 1024
+        )
+    }
 }
 
 fn latency(mut ms: Vec<f64>, seconds: f64) -> Latency {
@@ -149,6 +189,29 @@ fn chat_body(model: &str, i: usize, gen_tokens: u32) -> String {
     .to_string()
 }
 
+/// A loopback server for the benchmark's model, running until the returned token fires.
+async fn start_server(
+    ws: &Workspace,
+    options: &ServeBenchOptions,
+    use_cache: bool,
+    cancel: &CancellationToken,
+) -> Result<
+    (
+        SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<super::ServeReport, WorkspaceError>>,
+    ),
+    WorkspaceError,
+> {
+    let mut config = ServeConfig::new(([127, 0, 0, 1], 0).into());
+    config.models = vec![options.model.clone()];
+    config.use_cache = use_cache;
+    config.max_concurrent = options.clients.max(1) * 2;
+    let stop = cancel.child_token();
+    let server = Server::start(ws, config, stop.clone()).await?;
+    Ok((server.local_addr(), stop, tokio::spawn(server.run())))
+}
+
 /// Runs the comparison and the soak.
 pub async fn bench(
     ws: &Workspace,
@@ -157,7 +220,6 @@ pub async fn bench(
 ) -> Result<ServeBenchReport, WorkspaceError> {
     let failed = |e: String| WorkspaceError::Invalid(format!("the serve benchmark failed: {e}"));
     let engine = ws.engine(&options.model)?;
-    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
 
     // Straight through a generator, cache off.
     let run = ws.begin_run(
@@ -186,14 +248,7 @@ pub async fn bench(
     let (direct, direct_s) = direct.map_err(failed)?;
 
     // The same through the server, cache off.
-    let mut config = ServeConfig::new(loopback);
-    config.models = vec![options.model.clone()];
-    config.use_cache = false;
-    config.max_concurrent = options.clients.max(1) * 2;
-    let stop = cancel.child_token();
-    let server = Server::start(ws, config, stop.clone()).await?;
-    let addr = server.local_addr();
-    let serving = tokio::spawn(server.run());
+    let (addr, stop, serving) = start_server(ws, options, false, &cancel).await?;
     let model = options.model.clone();
     let http = drive(options.clients, options.requests, move |i| {
         post_chat(addr, chat_body(&model, i, gen_tokens))
@@ -204,13 +259,7 @@ pub async fn bench(
     let (http, http_s) = http.map_err(failed)?;
 
     // The soak: a few distinct requests over and over, answered from the store.
-    let mut config = ServeConfig::new(loopback);
-    config.models = vec![options.model.clone()];
-    config.max_concurrent = options.clients.max(1) * 2;
-    let stop = cancel.child_token();
-    let server = Server::start(ws, config, stop.clone()).await?;
-    let addr = server.local_addr();
-    let serving = tokio::spawn(server.run());
+    let (addr, stop, serving) = start_server(ws, options, true, &cancel).await?;
     let model = options.model.clone();
     let warm = (options.soak / 10).max(1);
     let first = drive(options.clients, warm, {
@@ -236,6 +285,7 @@ pub async fn bench(
     let http = latency(http, http_s);
     Ok(ServeBenchReport {
         clients: options.clients,
+        gen_tokens: options.gen_tokens,
         overhead_percent: (http.mean_ms - direct.mean_ms) / direct.mean_ms * 100.0,
         direct,
         http,

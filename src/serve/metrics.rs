@@ -90,76 +90,85 @@ impl Metrics {
     pub fn render(&self) -> String {
         let counts = self.counts();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP tuningfork_requests_total Requests answered, by endpoint and HTTP status."
-        );
-        let _ = writeln!(out, "# TYPE tuningfork_requests_total counter");
-        for ((endpoint, status), n) in &counts.requests {
-            let _ = writeln!(
-                out,
-                "tuningfork_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tuningfork_request_seconds Time from request to the last byte of the answer."
-        );
-        let _ = writeln!(out, "# TYPE tuningfork_request_seconds histogram");
-        for (endpoint, (buckets, sum, count)) in &counts.latency {
-            for (n, bound) in buckets.iter().zip(BUCKETS) {
-                let _ = writeln!(
-                    out,
-                    "tuningfork_request_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {n}"
-                );
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<String>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for sample in samples {
+                let _ = writeln!(out, "{sample}");
             }
-            let _ = writeln!(
-                out,
-                "tuningfork_request_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
+        };
+        family(
+            "tuningfork_requests_total",
+            "counter",
+            "Requests answered, by endpoint and HTTP status.",
+            counts
+                .requests
+                .iter()
+                .map(|((endpoint, status), n)| {
+                    format!(
+                        "tuningfork_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+                    )
+                })
+                .collect(),
+        );
+        let mut latency = Vec::new();
+        for (endpoint, (buckets, sum, count)) in &counts.latency {
+            let series = format!("tuningfork_request_seconds_bucket{{endpoint=\"{endpoint}\"");
+            for (n, bound) in buckets.iter().zip(BUCKETS) {
+                latency.push(format!("{series},le=\"{bound}\"}} {n}"));
+            }
+            latency.push(format!("{series},le=\"+Inf\"}} {count}"));
+            latency.push(format!(
                 "tuningfork_request_seconds_sum{{endpoint=\"{endpoint}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
+            ));
+            latency.push(format!(
                 "tuningfork_request_seconds_count{{endpoint=\"{endpoint}\"}} {count}"
-            );
+            ));
         }
-        let _ = writeln!(
-            out,
-            "# HELP tuningfork_tokens_total Tokens of answered requests."
+        family(
+            "tuningfork_request_seconds",
+            "histogram",
+            "Time from request to the last byte of the answer.",
+            latency,
         );
-        let _ = writeln!(out, "# TYPE tuningfork_tokens_total counter");
-        let _ = writeln!(
-            out,
-            "tuningfork_tokens_total{{kind=\"prompt\"}} {}",
-            counts.prompt_tokens
+        family(
+            "tuningfork_tokens_total",
+            "counter",
+            "Tokens of answered requests.",
+            vec![
+                format!(
+                    "tuningfork_tokens_total{{kind=\"prompt\"}} {}",
+                    counts.prompt_tokens
+                ),
+                format!(
+                    "tuningfork_tokens_total{{kind=\"completion\"}} {}",
+                    counts.completion_tokens
+                ),
+            ],
         );
-        let _ = writeln!(
-            out,
-            "tuningfork_tokens_total{{kind=\"completion\"}} {}",
-            counts.completion_tokens
+        family(
+            "tuningfork_engine_seconds_total",
+            "counter",
+            "Engine time (prefill and decode) of answered requests.",
+            vec![format!(
+                "tuningfork_engine_seconds_total {}",
+                counts.engine_seconds
+            )],
         );
-        let _ = writeln!(out, "# HELP tuningfork_engine_seconds_total Engine time (prefill and decode) of answered requests.");
-        let _ = writeln!(out, "# TYPE tuningfork_engine_seconds_total counter");
-        let _ = writeln!(
-            out,
-            "tuningfork_engine_seconds_total {}",
-            counts.engine_seconds
+        family(
+            "tuningfork_rejected_total",
+            "counter",
+            "Requests turned away because the server was full.",
+            vec![format!("tuningfork_rejected_total {}", counts.rejected)],
         );
-        let _ = writeln!(
-            out,
-            "# HELP tuningfork_rejected_total Requests turned away because the server was full."
-        );
-        let _ = writeln!(out, "# TYPE tuningfork_rejected_total counter");
-        let _ = writeln!(out, "tuningfork_rejected_total {}", counts.rejected);
-        let _ = writeln!(out, "# HELP tuningfork_requests_in_flight Requests accepted and not yet answered (the queue depth).");
-        let _ = writeln!(out, "# TYPE tuningfork_requests_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "tuningfork_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
+        family(
+            "tuningfork_requests_in_flight",
+            "gauge",
+            "Requests accepted and not yet answered (the queue depth).",
+            vec![format!(
+                "tuningfork_requests_in_flight {}",
+                self.in_flight.load(Ordering::Relaxed)
+            )],
         );
         out
     }

@@ -317,12 +317,7 @@ impl Server {
         let result = served.map_err(|e| WorkspaceError::Invalid(format!("the server failed: {e}")));
         state.run.finish(&result)?;
         result?;
-        let requests = state
-            .store
-            .traces(&crate::store::TraceFilter::default())
-            .map_or(0, |t| {
-                t.iter().filter(|t| t.run_id == state.run.id).count() as u64
-            });
+        let requests = state.store.trace_count(state.run.id)?;
         Ok(ServeReport {
             run_id: state.run.id,
             requests,
@@ -476,4 +471,27 @@ pub fn dataset_rows(traces: &[crate::store::TraceRecord]) -> Vec<serde_json::Val
         .collect();
     rows.reverse();
     rows
+}
+
+/// Traces as a text table, a line each: uid, time, endpoint, model, status, latency, tokens,
+/// score.
+pub fn traces_table(traces: &[crate::store::TraceRecord]) -> String {
+    let mut out = format!(
+        "{:<17} {:<24} {:<18} {:<22} {:>6} {:>9} {:>7} {:>6}\n",
+        "trace", "time", "endpoint", "model", "status", "latency", "tokens", "score"
+    );
+    for t in traces {
+        out.push_str(&format!(
+            "{:<17} {:<24} {:<18} {:<22} {:>6} {:>7.0}ms {:>7} {:>6}\n",
+            t.uid,
+            t.created_at,
+            t.endpoint,
+            t.model,
+            t.status,
+            t.latency_ms,
+            t.prompt_tokens + t.completion_tokens,
+            t.score.map_or("-".to_string(), |s| format!("{s:.2}")),
+        ));
+    }
+    out
 }

@@ -25,6 +25,7 @@ use std::fmt::{Display, Write as _};
 use serde_json::{Map, Value};
 
 use crate::lm::gbnf::Grammar;
+use crate::program::grammar::literal;
 
 /// Why a schema cannot be turned into a grammar.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -554,25 +555,6 @@ fn error(path: &str, message: impl Display) -> SchemaError {
 
 fn keyword_error(path: &str, key: &str, message: impl Display) -> SchemaError {
     error(&format!("{path}.{key}"), message)
-}
-
-/// A GBNF string literal for `text`.
-fn literal(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -248,6 +248,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many traces `run_id` recorded.
+    pub fn trace_count(&self, run_id: i64) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM traces WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql_error(e))
+    }
+
     /// Attaches a client's judgement to a trace (a score in [0, 1], optional feedback text).
     pub fn score_trace(
         &self,
