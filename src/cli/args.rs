@@ -97,6 +97,130 @@ pub enum Command {
     /// Turn traces into dataset rows; append reviewed rows to a task's dataset.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Optimizations to run later, on a schedule or when the data changes: add, list, show,
+    /// cancel.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Run queued optimizations one at a time, promoting only results that beat production
+    /// on the held-out test split.
+    Worker(WorkerArgs),
+    /// The queue, what the worker is doing, and the latest results.
+    Status(StatusArgs),
+    /// Write a self-contained HTML report of a run, or a task's promotion history.
+    Report(ReportArgs),
+    /// Evaluate a program and fail (exit 1) when it scores below a bar or regressed since the
+    /// last check.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Check a job completely and add it to the queue.
+    Add(Box<QueueAddArgs>),
+    /// The jobs not yet finished (all with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: its configuration, its cycles and their decisions.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a job from running again; a worker running it stops within seconds and the run is
+    /// kept as interrupted.
+    Cancel { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct QueueAddArgs {
+    /// Task files (TOML); the job keeps a snapshot of each with its data.
+    #[arg(required = true)]
+    pub tasks: Vec<PathBuf>,
+    #[command(flatten)]
+    pub search: SearchArgs,
+    /// Run again this long after each cycle started (e.g. 1d, 12h, 30m).
+    #[arg(long)]
+    pub every: Option<String>,
+    /// Run again whenever a task file or its data changes (rows added with `dataset add`, a
+    /// file edited).
+    #[arg(long)]
+    pub on_change: bool,
+    /// Point this name at a result only when it beats what the name points at on the test
+    /// split by --margin (each cycle starts from that program).
+    #[arg(long)]
+    pub promote: Option<String>,
+    /// How much better on test a result must score to be promoted.
+    #[arg(long, default_value_t = 0.01, requires = "promote")]
+    pub margin: f64,
+    /// A command run (without a shell) after each cycle with a JSON summary on stdin, e.g.
+    /// --notify "/usr/local/bin/send-mail ops@example.com". Quote arguments with spaces.
+    #[arg(long)]
+    pub notify: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// How long to sleep when nothing is due (e.g. 30s, 5m).
+    #[arg(long, default_value = "30s")]
+    pub poll: String,
+    /// Exit when nothing is due instead of sleeping (for cron or a CI job).
+    #[arg(long)]
+    pub drain: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Include finished jobs.
+    #[arg(long)]
+    pub all: bool,
+    /// How many of the latest cycles to show.
+    #[arg(long, default_value_t = 5)]
+    pub recent: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The optimization run's id or uid (`tuningfork runs list`).
+    #[arg(required_unless_present = "task", conflicts_with = "task")]
+    pub run: Option<String>,
+    /// Instead of a run: the history of a task's promoted programs.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Where to write the HTML file.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The task file (TOML).
+    pub task: PathBuf,
+    /// The program to check: a promoted name, hash or prefix (default: the task's own).
+    #[arg(long)]
+    pub program: Option<String>,
+    /// The lowest acceptable mean score.
+    #[arg(long)]
+    pub min_score: f64,
+    /// How far below the last check of the same program the score may fall.
+    #[arg(long, default_value_t = 0.02)]
+    pub tolerance: f64,
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitName,
+    /// Recompute every call instead of reading the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +389,21 @@ pub struct OptimizeArgs {
     /// one engine per model.
     #[arg(required = true)]
     pub tasks: Vec<PathBuf>,
+    #[command(flatten)]
+    pub search: SearchArgs,
+    /// Point this name at the result (with a single loop).
+    #[arg(long)]
+    pub promote: Option<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The optimizers, their settings and the budget: shared by `optimize` and `queue add`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
     /// The optimizer (repeatable: each one runs on every task).
     #[arg(long = "optimizer", value_enum, default_values_t = [OptimizerName::RandomSearch])]
     pub optimizers: Vec<OptimizerName>,
@@ -319,14 +458,6 @@ pub struct OptimizeArgs {
     /// The longest instruction an instruction optimizer accepts, in characters.
     #[arg(long, default_value_t = tuningfork::optimize::instructions::DEFAULT_MAX_CHARS)]
     pub max_chars: usize,
-    /// Point this name at the result (with a single loop).
-    #[arg(long)]
-    pub promote: Option<String>,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
             SplitName::Test => workspace::SplitName::Test,
         },
         use_cache: !args.no_cache,
+        check: None,
     };
     let ws = workspace(global, &args.engine)?;
     let bar = CountBar::new(

@@ -10,6 +10,7 @@ mod generate;
 mod models;
 mod optimize;
 mod progress;
+mod queue;
 mod runs;
 mod serve;
 
@@ -39,6 +40,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(&cli.global, args),
         Command::Traces(command) => serve::traces(&cli.global, command),
         Command::Dataset(command) => serve::dataset(&cli.global, command),
+        Command::Queue(command) => queue::queue(&cli.global, command),
+        Command::Worker(args) => queue::worker(&cli.global, args),
+        Command::Status(args) => queue::status(&cli.global, args),
+        Command::Report(args) => queue::report(&cli.global, args),
+        Command::Check(args) => match queue::check(&cli.global, args)? {
+            true => Ok(()),
+            false => anyhow::bail!("the check failed (see above)"),
+        },
     }
 }
 

@@ -7,11 +7,13 @@ use tuningfork::optimize::{
 };
 use tuningfork::workspace::{self, OptimizeReport, OptimizeRequest};
 
-use super::args::{AutoLevel, GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs};
+use super::args::{
+    AutoLevel, GlobalArgs, OptimizeArgs, OptimizerName, RerunArgs, ResumeArgs, SearchArgs,
+};
 use super::progress::LoopBars;
 use super::{workspace, Runner};
 
-fn optimizer_config(name: OptimizerName, args: &OptimizeArgs) -> OptimizerConfig {
+fn optimizer_config(name: OptimizerName, args: &SearchArgs) -> OptimizerConfig {
     let settings = BootstrapSettings {
         max_bootstrapped: args.max_bootstrapped,
         max_labeled: args.max_labeled,
@@ -52,24 +54,33 @@ fn preset(level: AutoLevel) -> &'static str {
     }
 }
 
+/// The optimizers the arguments name, with their settings.
+pub fn optimizers(args: &SearchArgs) -> Vec<OptimizerConfig> {
+    args.optimizers
+        .iter()
+        .map(|name| optimizer_config(*name, args))
+        .collect()
+}
+
+/// The budget the arguments set.
+pub fn budget(args: &SearchArgs) -> Result<Budget> {
+    let time = args.budget_time.as_deref().map(parse_duration).transpose();
+    Ok(Budget {
+        time_secs: time.map_err(|e| anyhow::anyhow!("--budget-time: {e}"))?,
+        calls: args.budget_calls,
+        tokens: args.budget_tokens,
+    })
+}
+
 pub fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<()> {
-    let budget_time = args.budget_time.as_deref().map(parse_duration).transpose();
     let request = OptimizeRequest {
         tasks: args.tasks.clone(),
-        optimizers: args
-            .optimizers
-            .iter()
-            .map(|name| optimizer_config(*name, &args))
-            .collect(),
-        budget: Budget {
-            time_secs: budget_time.map_err(|e| anyhow::anyhow!("--budget-time: {e}"))?,
-            calls: args.budget_calls,
-            tokens: args.budget_tokens,
-        },
-        seed: args.seed,
-        program: args.program.clone(),
+        optimizers: optimizers(&args.search),
+        budget: budget(&args.search)?,
+        seed: args.search.seed,
+        program: args.search.program.clone(),
         promote: args.promote.clone(),
-        proposer: args.proposer.clone(),
+        proposer: args.search.proposer.clone(),
     };
     let ws = workspace(global, &args.engine)?;
     let bars = LoopBars::default();

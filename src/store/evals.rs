@@ -74,3 +74,31 @@ impl Store {
         Ok(rows)
     }
 }
+
+impl Store {
+    /// The last completed evaluation run recorded with `check` = `key` in its config, with its
+    /// results on the key's split.
+    pub fn last_check(
+        &self,
+        key: &serde_json::Value,
+    ) -> Result<Option<(super::RunRecord, Vec<EvalRecord>)>, StoreError> {
+        let uid: Option<String> = {
+            use rusqlite::OptionalExtension;
+            self.conn()
+                .query_row(
+                    "SELECT uid FROM runs WHERE kind = 'eval' AND status = 'completed'
+                       AND json_extract(config_json, '$.check') = json(?1)
+                     ORDER BY id DESC LIMIT 1",
+                    [key.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.sql_error(e))?
+        };
+        let Some(uid) = uid else { return Ok(None) };
+        let run = self.run(&uid)?;
+        let split = key["split"].as_str().unwrap_or("test");
+        let records = self.eval_results(run.id, split)?;
+        Ok(Some((run, records)))
+    }
+}

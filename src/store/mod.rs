@@ -9,6 +9,7 @@ mod audit;
 mod calls;
 mod error;
 mod evals;
+mod jobs;
 mod optimizations;
 mod runs;
 mod traces;
@@ -23,7 +24,8 @@ pub use audit::{BundleRecord, ReplayRow};
 pub use calls::{CallRecord, NewCall};
 pub use error::StoreError;
 pub use evals::EvalRecord;
-pub use optimizations::{CandidateRow, OptimizationRow, ResultRow};
+pub use jobs::{CycleRecord, JobRecord, JobStatus, NewJob, WorkerId};
+pub use optimizations::{CandidateRow, OptimizationRow, ResultRow, ScoredAt};
 pub use runs::{new_uid, LoopStatus, ModelShare, NewRun, RunRecord, RunStatus, RunSummary};
 pub use traces::{NewTrace, Pruned, Retention, TraceFilter, TraceRecord};
 
@@ -63,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "traces of served requests",
         include_str!("migrations/0006_traces.sql"),
+    ),
+    (
+        7,
+        "the optimization queue",
+        include_str!("migrations/0007_jobs.sql"),
     ),
 ];
 

@@ -310,3 +310,46 @@ impl Store {
         Ok(())
     }
 }
+
+/// When a candidate's validation score was complete, in seconds since its run began, and how
+/// many calls the run had made by then.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoredAt {
+    pub ordinal: i64,
+    pub seconds: f64,
+    pub calls: i64,
+}
+
+impl Store {
+    /// For each candidate of a loop scored on the whole validation split: when its last
+    /// validation result was stored, and the run's calls by then.
+    pub fn scored_at(&self, optimization_id: i64) -> Result<Vec<ScoredAt>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT c.ordinal,
+                        (julianday(t.at) - julianday(r.started_at)) * 86400.0,
+                        (SELECT COUNT(*) FROM calls WHERE run_id = r.id AND created_at <= t.at)
+                 FROM candidates c
+                 JOIN optimizations o ON o.id = c.optimization_id
+                 JOIN runs r ON r.id = o.run_id
+                 JOIN (SELECT subject, MAX(created_at) AS at FROM candidate_results
+                       WHERE optimization_id = ?1 AND split = 'val' GROUP BY subject) t
+                   ON t.subject = c.program_hash
+                 WHERE c.optimization_id = ?1 AND c.val_score IS NOT NULL
+                 ORDER BY c.ordinal",
+            )
+            .map_err(|e| self.sql_error(e))?;
+        let rows = statement
+            .query_map([optimization_id], |r| {
+                Ok(ScoredAt {
+                    ordinal: r.get(0)?,
+                    seconds: r.get(1)?,
+                    calls: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql_error(e))?;
+        Ok(rows)
+    }
+}

@@ -306,7 +306,7 @@ pub fn new_uid() -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

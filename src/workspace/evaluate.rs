@@ -31,6 +31,9 @@ pub struct EvalRequest {
     pub program: Option<String>,
     pub split: SplitName,
     pub use_cache: bool,
+    /// Recorded in the run's config under `check` (a regression check's task, program and
+    /// split), so later checks find this one.
+    pub check: Option<serde_json::Value>,
 }
 
 /// The outcome of [`evaluate()`]: the run and the split's report.
@@ -73,6 +76,7 @@ pub async fn evaluate(
                 "val_hash": data.val.0.hash,
                 "test_hash": data.test.0.hash,
             }),
+            request.check.clone(),
         ),
         Some(task.task.seed),
         &models.engine,
@@ -147,6 +151,7 @@ pub async fn predict(
             &task,
             ws.engine_config(),
             serde_json::json!({ "input": values, "artifact": artifact }),
+            None,
         ),
         Some(task.task.seed),
         &engine,
@@ -162,8 +167,9 @@ fn task_config(
     task: &Task,
     engine: &EngineConfig,
     details: serde_json::Value,
+    check: Option<serde_json::Value>,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "task": task.task,
         "task_file": task.source,
         "program": task.program,
@@ -171,7 +177,11 @@ fn task_config(
         "generation": task.generation,
         "engine": engine,
         "details": details,
-    })
+    });
+    if let Some(check) = check {
+        config["check"] = check;
+    }
+    config
 }
 
 /// One generation from a pinned model, recorded as a `generate` run; returns the run id too.

@@ -9,6 +9,7 @@
 //! cancellation token.
 
 mod audit;
+mod check;
 mod evaluate;
 mod lifecycle;
 mod optimize;
@@ -20,13 +21,15 @@ use std::sync::Arc;
 pub use tokio_util::sync::CancellationToken;
 
 pub use audit::{replay, ReplayRequest};
+pub use check::{check, CheckReport, CheckRequest, PreviousCheck, Regression};
 pub use evaluate::{
     bench, bench_scheduler, evaluate, generate, predict, EvalRequest, Evaluated, PredictRequest,
     SplitName,
 };
 pub use lifecycle::{RunHandle, RunKind};
 pub use optimize::{
-    optimize, rerun, resume, LoopObservers, OptimizeReport, OptimizeRequest, RerunReport,
+    loop_specs, optimize, optimize_loops, rerun, resume, unique_optimizers, LoopObservers,
+    OptimizeReport, OptimizeRequest, RerunReport, TaskInput,
 };
 pub use pool::{EnginePool, RoleModels, DEFAULT_PROPOSER};
 

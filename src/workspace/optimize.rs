@@ -69,47 +69,65 @@ pub struct RerunReport {
     pub departures: Vec<String>,
 }
 
-/// Starts an optimization run: one loop per task and optimizer, all sharing the engine pool
-/// and taking turns in the scheduler.
-pub async fn optimize(
-    ws: &Workspace,
-    request: &OptimizeRequest,
-    observers: &dyn LoopObservers,
-    cancel: CancellationToken,
-) -> Result<OptimizeReport, WorkspaceError> {
-    let mut configs: Vec<OptimizerConfig> = Vec::new();
-    for config in &request.optimizers {
+/// A task ready to optimize: parsed, its starting program chosen, its data read — from files,
+/// or from a queued job's snapshot.
+#[derive(Debug, Clone)]
+pub struct TaskInput {
+    /// The task file's path as given (for messages).
+    pub file: String,
+    /// The task, its program replaced by the starting artifact's when there is one.
+    pub task: Task,
+    /// The artifact the starting program came from.
+    pub parent: Option<String>,
+    pub data: dataset::Datasets,
+}
+
+/// The optimizers of `configs`, each checked, duplicates dropped.
+pub fn unique_optimizers(
+    configs: &[OptimizerConfig],
+) -> Result<Vec<OptimizerConfig>, WorkspaceError> {
+    let mut unique: Vec<OptimizerConfig> = Vec::new();
+    for config in configs {
         config
             .validate()
             .map_err(|e| WorkspaceError::Invalid(format!("optimizer {}: {e}", config.name())))?;
-        if !configs.contains(config) {
-            configs.push(config.clone());
+        if !unique.contains(config) {
+            unique.push(config.clone());
         }
     }
-    if configs.is_empty() || request.tasks.is_empty() {
+    if unique.is_empty() {
         return Err(WorkspaceError::Invalid(
-            "an optimization needs at least one task and one optimizer".into(),
+            "an optimization needs at least one optimizer".into(),
         ));
     }
+    Ok(unique)
+}
+
+/// One loop per task and optimizer, with the models pinned now.
+pub fn loop_specs(
+    ws: &Workspace,
+    inputs: &[TaskInput],
+    configs: &[OptimizerConfig],
+    seed: Option<u64>,
+    proposer: Option<&str>,
+) -> Result<Vec<LoopSpec>, WorkspaceError> {
     let mut loops = Vec::new();
-    for path in &request.tasks {
-        let mut task = Task::load(path)?;
-        let parent = ws.use_artifact(&mut task, request.program.as_deref())?;
-        let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
+    for input in inputs {
+        let (task, data) = (&input.task, &input.data);
         let pin = ws.registry().get(&task.task.model)?;
-        let proposer = RoleModels::of(&task)
-            .with_proposer(ws.registry(), request.proposer.as_deref())?
+        let proposer = RoleModels::of(task)
+            .with_proposer(ws.registry(), proposer)?
             .proposer
             .map(|name| ws.registry().get(&name).cloned())
             .transpose()?;
-        for config in &configs {
+        for config in configs {
             loops.push(LoopSpec {
-                task_file: path.display().to_string(),
+                task_file: input.file.clone(),
                 task_source: task.source.clone(),
                 program: task.program.clone(),
-                parent: parent.clone(),
+                parent: input.parent.clone(),
                 optimizer: config.clone(),
-                seed: request.seed.unwrap_or(task.task.seed),
+                seed: seed.unwrap_or(task.task.seed),
                 model: ArtifactModel {
                     name: pin.name.clone(),
                     sha256: pin.sha256.clone(),
@@ -130,25 +148,83 @@ pub async fn optimize(
             });
         }
     }
+    Ok(loops)
+}
+
+/// Starts an optimization run: one loop per task and optimizer, all sharing the engine pool
+/// and taking turns in the scheduler.
+pub async fn optimize(
+    ws: &Workspace,
+    request: &OptimizeRequest,
+    observers: &dyn LoopObservers,
+    cancel: CancellationToken,
+) -> Result<OptimizeReport, WorkspaceError> {
+    let configs = unique_optimizers(&request.optimizers)?;
+    if request.tasks.is_empty() {
+        return Err(WorkspaceError::Invalid(
+            "an optimization needs at least one task and one optimizer".into(),
+        ));
+    }
+    let mut inputs = Vec::new();
+    for path in &request.tasks {
+        let mut task = Task::load(path)?;
+        let parent = ws.use_artifact(&mut task, request.program.as_deref())?;
+        let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
+        inputs.push(TaskInput {
+            file: path.display().to_string(),
+            task,
+            parent,
+            data,
+        });
+    }
+    let loops = loop_specs(
+        ws,
+        &inputs,
+        &configs,
+        request.seed,
+        request.proposer.as_deref(),
+    )?;
     if request.promote.is_some() && loops.len() != 1 {
         return Err(WorkspaceError::Invalid(format!(
             "promoting names one result, but this run has {} loops",
             loops.len()
         )));
     }
-    let seed = loops[0].seed;
+    let config = serde_json::json!({
+        "tasks": request.tasks,
+        "optimizers": configs,
+        "budget": request.budget,
+        "seed": request.seed,
+        "engine": ws.engine_config(),
+        "promote": request.promote,
+        "proposer": request.proposer,
+    });
+    let report = optimize_loops(ws, loops, config, &request.budget, observers, cancel).await?;
+    if let (Some(name), Some(Ok(outcome))) = (&request.promote, report.outcomes.first()) {
+        ws.store().promote(name, &outcome.artifact_hash)?;
+    }
+    Ok(report)
+}
+
+/// Begins a run of `loops` under `config` (recorded as the run's config; it must hold the
+/// `budget`, which resume reads back) and runs them to the end.
+pub async fn optimize_loops(
+    ws: &Workspace,
+    loops: Vec<LoopSpec>,
+    config: serde_json::Value,
+    budget: &Budget,
+    observers: &dyn LoopObservers,
+    cancel: CancellationToken,
+) -> Result<OptimizeReport, WorkspaceError> {
+    let Some(seed) = loops.first().map(|l| l.seed) else {
+        return Err(WorkspaceError::Invalid(
+            "an optimization needs at least one task and one optimizer".into(),
+        ));
+    };
     let loops = prepare(ws, loops)?;
     let run = ws.begin_run(
         RunKind::Optimize,
-        serde_json::json!({
-            "tasks": request.tasks,
-            "optimizers": configs,
-            "budget": request.budget,
-            "seed": request.seed,
-            "engine": ws.engine_config(),
-            "promote": request.promote,
-            "proposer": request.proposer,
-        }),
+        config,
         Some(seed),
         &loops[0].models.engine,
         cancel,
@@ -167,10 +243,7 @@ pub async fn optimize(
         }
         Ok(pending)
     })?;
-    let outcomes = execute(ws, &run, pending, &request.budget, true, observers).await?;
-    if let (Some(name), Some(Ok(outcome))) = (&request.promote, outcomes.first()) {
-        ws.store().promote(name, &outcome.artifact_hash)?;
-    }
+    let outcomes = execute(ws, &run, pending, budget, true, observers).await?;
     report(ws, &run.uid, outcomes)
 }
 
