@@ -4,8 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Child;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -176,29 +174,6 @@ fn every_optimizer_runs_on_one_engine_and_never_sees_the_test_split() {
     let original: Program =
         serde_json::from_value(artifact(&sandbox, hash)["program"].clone()).unwrap();
     assert_eq!(program_hash(&program), program_hash(&original));
-}
-
-/// Waits until `sql` counts at least `at_least` rows, then kills the process with SIGKILL.
-fn kill_when(sandbox: &Sandbox, mut child: Child, sql: &str, at_least: i64) -> i64 {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before it could be killed");
-        }
-        let reached = rusqlite::Connection::open(sandbox.store())
-            .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)))
-            .unwrap_or(0);
-        if reached >= at_least {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return reached;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "the run made no progress"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs `optimize` with `options` uninterrupted, then again killed twice with SIGKILL — once

@@ -76,7 +76,19 @@ impl Store {
 }
 
 impl Store {
-    /// The last completed evaluation run recorded with `check` = `key` in its config, with its
+    /// Marks an evaluation run as a passed check: later checks compare with it.
+    pub fn mark_check_passed(&self, run_id: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET config_json = json_set(config_json, '$.check_passed', json('true'))
+                 WHERE id = ?1",
+                [run_id],
+            )
+            .map_err(|e| self.sql_error(e))?;
+        Ok(())
+    }
+
+    /// The last passed check recorded with `check` = `key` in its run's config, with its
     /// results on the key's split.
     pub fn last_check(
         &self,
@@ -88,6 +100,7 @@ impl Store {
                 .query_row(
                     "SELECT uid FROM runs WHERE kind = 'eval' AND status = 'completed'
                        AND json_extract(config_json, '$.check') = json(?1)
+                       AND json_extract(config_json, '$.check_passed') = 1
                      ORDER BY id DESC LIMIT 1",
                     [key.to_string()],
                     |r| r.get(0),

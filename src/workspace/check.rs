@@ -22,8 +22,8 @@ pub struct CheckRequest {
     pub split: SplitName,
     /// The bar: a lower mean score fails.
     pub min_score: f64,
-    /// How far below the last check of the same program, task and split the score may
-    /// fall before the check fails.
+    /// How far below the last passed check of the same program, task and split the score
+    /// may fall before the check fails.
     pub tolerance: f64,
     pub use_cache: bool,
 }
@@ -38,7 +38,7 @@ pub struct Regression {
     pub feedback: Option<String>,
 }
 
-/// The previous check this one was compared with.
+/// The passed check this one was compared with.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PreviousCheck {
     pub run: String,
@@ -114,7 +114,7 @@ pub async fn check(
             let before = mean(&records);
             if score < before - request.tolerance {
                 failures.push(format!(
-                    "the score {score:.3} is {:.3} below the last check's {before:.3} (run {}), more than the tolerance {:.3}",
+                    "the score {score:.3} is {:.3} below the last passed check's {before:.3} (run {}), more than the tolerance {:.3}",
                     before - score,
                     run.uid,
                     request.tolerance
@@ -148,6 +148,9 @@ pub async fn check(
         }
         None => None,
     };
+    if failures.is_empty() {
+        ws.store().mark_check_passed(evaluated.run_id)?;
+    }
     Ok(CheckReport {
         task: evaluated.task,
         program,
@@ -187,15 +190,15 @@ impl std::fmt::Display for CheckReport {
         match &self.previous {
             Some(p) => writeln!(
                 f,
-                "last check {:.3} at {} (run {}); tolerance {:.3}",
+                "last passed check {:.3} at {} (run {}); tolerance {:.3}",
                 p.score, p.at, p.run, self.tolerance
             )?,
-            None => writeln!(f, "no earlier check of this program on this split")?,
+            None => writeln!(f, "no earlier passed check of this program on this split")?,
         }
         if !self.regressions.is_empty() {
             writeln!(
                 f,
-                "{} examples scored lower than at the last check:",
+                "{} examples scored lower than at the last passed check:",
                 self.regressions.len()
             )?;
             for r in self.regressions.iter().take(20) {

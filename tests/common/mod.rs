@@ -195,3 +195,31 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Waits until `sql` counts at least `at_least` rows, then kills the process with SIGKILL.
+pub fn kill_when(
+    sandbox: &Sandbox,
+    mut child: std::process::Child,
+    sql: &str,
+    at_least: i64,
+) -> i64 {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        let reached = rusqlite::Connection::open(sandbox.store())
+            .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0);
+        if reached >= at_least {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return reached;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the run made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
