@@ -88,9 +88,12 @@ fn draw(
             chart.draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))?;
         }
         if s.style == Style::BestSoFar && !s.points.is_empty() {
+            // Candidates scored concurrently finish out of proposal order: walk them by x.
+            let mut ordered = s.points.clone();
+            ordered.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut steps = Vec::new();
             let mut best = f64::NEG_INFINITY;
-            for &(x, y) in &s.points {
+            for &(x, y) in &ordered {
                 if y > best {
                     if best.is_finite() {
                         steps.push((x, best));
