@@ -345,6 +345,36 @@ fn bad_jobs_are_refused_when_added_and_one_that_fails_later_does_not_stop_the_wo
 }
 
 #[test]
+fn a_scheduled_job_runs_again_when_it_is_due() {
+    let _serial = serial();
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 6, 6, 6);
+    let task = task.to_str().unwrap();
+    ok(&sandbox.run(&[
+        "queue",
+        "add",
+        task,
+        "--optimizer",
+        "labeled",
+        "--every",
+        "2s",
+    ]));
+    // Draining runs a due job once, even when its schedule is shorter than a cycle.
+    let first = ok(&sandbox.run(&["worker", "--drain"]));
+    assert!(first.contains("1 cycles (1 completed"), "{first}");
+    let listed = json(&sandbox.run(&["queue", "list", "--json"]));
+    assert_eq!(listed["jobs"][0]["status"], "waiting", "{listed}");
+    assert!(listed["jobs"][0]["next_at"].is_string(), "{listed}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    ok(&sandbox.run(&["worker", "--drain"]));
+    let all = cycles(&sandbox, 1);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["trigger"], "schedule");
+    // The same inputs and seed make the same artifact.
+    assert_eq!(all[0]["artifact"], all[1]["artifact"]);
+}
+
+#[test]
 fn check_fails_when_the_promoted_program_gets_worse() {
     let _serial = serial();
     let sandbox = Sandbox::new();

@@ -167,7 +167,7 @@ pub struct WorkerArgs {
     /// How long to sleep when nothing is due (e.g. 30s, 5m).
     #[arg(long, default_value = "30s")]
     pub poll: String,
-    /// Exit when nothing is due instead of sleeping (for cron or a CI job).
+    /// Run each job that is due once, then exit instead of sleeping (for cron or a CI job).
     #[arg(long)]
     pub drain: bool,
     #[command(flatten)]

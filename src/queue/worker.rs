@@ -26,7 +26,7 @@ pub struct WorkerConfig {
     pub lease_seconds: u64,
     /// How often a running job's claim is renewed and its progress recorded.
     pub heartbeat: Duration,
-    /// Return when nothing is due instead of sleeping.
+    /// Run each job that is due at most once, then return instead of sleeping.
     pub drain: bool,
     /// How long a `--notify` command may run.
     pub notify_timeout: Duration,
@@ -212,8 +212,15 @@ pub async fn run_worker(
 ) -> Result<WorkerSummary, WorkspaceError> {
     let me = WorkerId::this_process();
     let mut summary = WorkerSummary::default();
+    // Draining runs each job at most once, so a schedule shorter than a cycle still ends.
+    let mut ran = std::collections::BTreeSet::new();
     while !cancel.is_cancelled() {
-        let Some((job, trigger)) = claim_next(ws, &me, config)? else {
+        let skip = if config.drain {
+            &ran
+        } else {
+            &Default::default()
+        };
+        let Some((job, trigger)) = claim_next(ws, &me, config, skip)? else {
             if config.drain {
                 break;
             }
@@ -225,6 +232,7 @@ pub async fn run_worker(
                 _ = tokio::time::sleep(config.poll) => continue,
             }
         };
+        ran.insert(job.id);
         let outcome = run_claimed(ws, &me, config, &job, &trigger, events, &cancel).await?;
         summary.cycles += 1;
         match outcome {
@@ -245,6 +253,7 @@ fn claim_next(
     ws: &Workspace,
     me: &WorkerId,
     config: &WorkerConfig,
+    skip: &std::collections::BTreeSet<i64>,
 ) -> Result<Option<(JobRecord, String)>, WorkspaceError> {
     let store = ws.store();
     for job in store.abandoned_jobs(&alive)? {
@@ -258,7 +267,11 @@ fn claim_next(
             return Ok(Some((job, "resumed".into())));
         }
     }
-    for job in store.jobs(false)? {
+    for job in store
+        .jobs(false)?
+        .into_iter()
+        .filter(|j| !skip.contains(&j.id))
+    {
         let trigger = match job.status {
             JobStatus::Queued => "queued",
             JobStatus::Waiting if store.job_due(job.id)? => "schedule",
