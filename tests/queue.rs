@@ -11,16 +11,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn json(output: &std::process::Output) -> Value {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
-}
-
 fn ok(output: &std::process::Output) -> String {
     assert!(
         output.status.success(),
@@ -33,7 +23,7 @@ fn ok(output: &std::process::Output) -> String {
 
 /// A job's cycles, oldest first.
 fn cycles(sandbox: &Sandbox, job: i64) -> Vec<Value> {
-    let shown = json(&sandbox.run(&["queue", "show", &job.to_string(), "--json"]));
+    let shown = report(&sandbox.run(&["queue", "show", &job.to_string(), "--json"]));
     shown["cycles"].as_array().unwrap().clone()
 }
 
@@ -160,7 +150,7 @@ fn a_queued_job_is_run_by_a_worker_gated_on_test_re_run_on_change_and_reported()
     assert!(gated["decision"]["production_test"].is_number());
     assert!(!gated["decision"]["reason"].as_str().unwrap().is_empty());
     assert_eq!(promoted(&sandbox, "prod"), before);
-    let listed = json(&sandbox.run(&["queue", "list", "--all", "--json"]));
+    let listed = report(&sandbox.run(&["queue", "list", "--all", "--json"]));
     assert_eq!(listed["jobs"][1]["status"], "done", "{listed}");
     assert_eq!(listed["jobs"][0]["status"], "waiting", "{listed}");
 
@@ -320,7 +310,7 @@ fn bad_jobs_are_refused_when_added_and_one_that_fails_later_does_not_stop_the_wo
     std::fs::write(task, "[task\nname = broken").unwrap();
     let worked = ok(&sandbox.run(&["worker", "--drain"]));
     assert!(worked.contains("1 completed, 1 failed"), "{worked}");
-    let listed = json(&sandbox.run(&["queue", "list", "--all", "--json"]));
+    let listed = report(&sandbox.run(&["queue", "list", "--all", "--json"]));
     assert_eq!(listed["jobs"][0]["status"], "failed", "{listed}");
     assert!(
         listed["jobs"][0]["error"]
@@ -362,7 +352,7 @@ fn a_scheduled_job_runs_again_when_it_is_due() {
     // Draining runs a due job once, even when its schedule is shorter than a cycle.
     let first = ok(&sandbox.run(&["worker", "--drain"]));
     assert!(first.contains("1 cycles (1 completed"), "{first}");
-    let listed = json(&sandbox.run(&["queue", "list", "--json"]));
+    let listed = report(&sandbox.run(&["queue", "list", "--json"]));
     assert_eq!(listed["jobs"][0]["status"], "waiting", "{listed}");
     assert!(listed["jobs"][0]["next_at"].is_string(), "{listed}");
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -406,7 +396,7 @@ fn check_fails_when_the_promoted_program_gets_worse() {
             "--json",
         ])
     };
-    let passed = json(&check("0.3"));
+    let passed = report(&check("0.3"));
     assert_eq!(passed["passed"], true, "{passed}");
     assert_eq!(passed["score"].as_f64().unwrap(), better);
     // Below the bar.

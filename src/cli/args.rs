@@ -521,6 +521,16 @@ pub enum SplitName {
     Test,
 }
 
+impl From<SplitName> for tuningfork::workspace::SplitName {
+    fn from(split: SplitName) -> Self {
+        match split {
+            SplitName::Train => tuningfork::workspace::SplitName::Train,
+            SplitName::Val => tuningfork::workspace::SplitName::Val,
+            SplitName::Test => tuningfork::workspace::SplitName::Test,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The task file (TOML).

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use tuningfork::eval::ExampleResult;
 use tuningfork::workspace::{self, EvalRequest, PredictRequest};
 
-use super::args::{EvalArgs, GlobalArgs, PredictArgs, SplitName};
+use super::args::{EvalArgs, GlobalArgs, PredictArgs};
 use super::progress::CountBar;
 use super::{workspace, Runner};
 
@@ -12,19 +12,12 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     let request = EvalRequest {
         task: args.task.clone(),
         program: args.program.clone(),
-        split: match args.split {
-            SplitName::Train => workspace::SplitName::Train,
-            SplitName::Val => workspace::SplitName::Val,
-            SplitName::Test => workspace::SplitName::Test,
-        },
+        split: args.split.into(),
         use_cache: !args.no_cache,
         check: None,
     };
     let ws = workspace(global, &args.engine)?;
-    let bar = CountBar::new(
-        &args.task.display().to_string(),
-        "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-    );
+    let bar = CountBar::evaluation(&args.task);
     let runner = Runner::new()?;
     let evaluated = runner.run(workspace::evaluate(&ws, &request, &bar, runner.token()));
     drop(bar);

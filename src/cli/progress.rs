@@ -98,6 +98,14 @@ pub struct CountBar {
 }
 
 impl CountBar {
+    /// The bar of an evaluation of a task's split.
+    pub fn evaluation(task: &std::path::Path) -> Self {
+        CountBar::new(
+            &task.display().to_string(),
+            "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+    }
+
     pub fn new(label: &str, template: &str) -> Self {
         let bar = ProgressBar::new(0);
         bar.set_style(

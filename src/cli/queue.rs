@@ -6,8 +6,7 @@ use tuningfork::queue::{self, JobRequest, QueueStatus, WorkerConfig, WorkerEvent
 use tuningfork::workspace::{self, CheckRequest, Workspace, WorkspaceConfig};
 
 use super::args::{
-    CheckArgs, GlobalArgs, QueueAddArgs, QueueCommand, ReportArgs, SplitName, StatusArgs,
-    WorkerArgs,
+    CheckArgs, GlobalArgs, QueueAddArgs, QueueCommand, ReportArgs, StatusArgs, WorkerArgs,
 };
 use super::optimize::{budget, optimizers};
 use super::progress::CountBar;
@@ -159,20 +158,13 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<bool> {
     let request = CheckRequest {
         task: args.task.clone(),
         program: args.program.clone(),
-        split: match args.split {
-            SplitName::Train => workspace::SplitName::Train,
-            SplitName::Val => workspace::SplitName::Val,
-            SplitName::Test => workspace::SplitName::Test,
-        },
+        split: args.split.into(),
         min_score: args.min_score,
         tolerance: args.tolerance,
         use_cache: !args.no_cache,
     };
     let ws = workspace(global, &args.engine)?;
-    let bar = CountBar::new(
-        &args.task.display().to_string(),
-        "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-    );
+    let bar = CountBar::evaluation(&args.task);
     let runner = Runner::new()?;
     let report = runner.run(workspace::check(&ws, &request, &bar, runner.token()));
     drop(bar);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::{self, Datasets, Example, Split, TestSet, TrainSet, ValSet};
-use crate::optimize::{Budget, OptimizerConfig};
+use crate::optimize::{Budget, LoopSpec, OptimizerConfig};
 use crate::store::{CycleRecord, JobRecord, NewJob, Store};
 use crate::task::Task;
 use crate::workspace::{loop_specs, unique_optimizers, TaskInput, Workspace, WorkspaceError};
@@ -95,26 +95,28 @@ impl TaskSnapshot {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let task = Task::parse(&self.source, &self.file, base)?;
-        let data = Datasets {
+        Ok((task, self.data()))
+    }
+
+    fn data(&self) -> Datasets {
+        Datasets {
             train: TrainSet(Split::new("train", self.train.clone())),
             val: ValSet(Split::new("val", self.val.clone())),
             test: TestSet(Split::new("test", self.test.clone())),
-        };
-        Ok((task, data))
+        }
     }
 }
 
 /// One hash over the tasks as written and their data: a change re-runs an `--on-change` job.
-pub fn input_hash(snapshots: &[TaskSnapshot]) -> Result<String, WorkspaceError> {
+pub fn input_hash(snapshots: &[TaskSnapshot]) -> String {
     let mut hasher = Sha256::new();
     for snapshot in snapshots {
-        let (_, data) = snapshot.task()?;
         hasher.update(snapshot.source.as_bytes());
         hasher.update(b"\n");
-        hasher.update(data.hash().as_bytes());
+        hasher.update(snapshot.data().hash().as_bytes());
         hasher.update(b"\n");
     }
-    Ok(hex::encode(hasher.finalize()))
+    hex::encode(hasher.finalize())
 }
 
 /// Reads every task of a job from its file.
@@ -181,14 +183,7 @@ pub fn add_job(ws: &Workspace, request: &JobRequest) -> Result<i64, WorkspaceErr
     };
     // Everything a cycle will need, checked now: the starting program fits each task, every
     // model is pinned and its file is where the pin says.
-    let inputs = task_inputs(ws, &spec, &snapshots)?;
-    let loops = loop_specs(
-        ws,
-        &inputs,
-        &spec.optimizers,
-        spec.seed,
-        spec.proposer.as_deref(),
-    )?;
+    let loops = cycle_loops(ws, &spec, &snapshots)?;
     for model in loops
         .iter()
         .flat_map(|l| std::iter::once(&l.model).chain(&l.proposer))
@@ -207,25 +202,25 @@ pub fn add_job(ws: &Workspace, request: &JobRequest) -> Result<i64, WorkspaceErr
     let id = ws.store().add_job(&NewJob {
         spec: serde_json::to_value(&spec).expect("job specs serialize"),
         inputs: serde_json::to_value(&snapshots).expect("snapshots serialize"),
-        input_hash: input_hash(&snapshots)?,
+        input_hash: input_hash(&snapshots),
         every_seconds: request.every_seconds,
         on_change: request.on_change,
     })?;
     Ok(id)
 }
 
-/// The tasks of a cycle, each starting from the program `promote` points at (else the job's
-/// `program`, else the task's own).
-pub(crate) fn task_inputs(
+/// The loops of a cycle over `snapshots`, each task starting from the program `promote`
+/// points at (else the job's `program`, else the task's own).
+pub(crate) fn cycle_loops(
     ws: &Workspace,
     spec: &JobSpec,
     snapshots: &[TaskSnapshot],
-) -> Result<Vec<TaskInput>, WorkspaceError> {
+) -> Result<Vec<LoopSpec>, WorkspaceError> {
     let start = match &spec.promote {
         Some(name) if ws.store().promoted(name)?.is_some() => Some(name.clone()),
         _ => spec.program.clone(),
     };
-    snapshots
+    let inputs = snapshots
         .iter()
         .map(|snapshot| {
             let (mut task, data) = snapshot.task()?;
@@ -237,7 +232,14 @@ pub(crate) fn task_inputs(
                 data,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, WorkspaceError>>()?;
+    loop_specs(
+        ws,
+        &inputs,
+        &spec.optimizers,
+        spec.seed,
+        spec.proposer.as_deref(),
+    )
 }
 
 /// The program a notification command names, found as the operating system would (a path,

@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{input_hash, job_inputs, job_spec, read_tasks, task_inputs, JobSpec, TaskSnapshot};
+use super::{cycle_loops, input_hash, job_inputs, job_spec, read_tasks, JobSpec, TaskSnapshot};
 use crate::observe::Observer;
 use crate::optimize::{LoopOutcome, Tracker};
 use crate::store::{JobRecord, JobStatus, WorkerId};
 use crate::workspace::{
-    loop_specs, optimize_loops, resume, LoopObservers, OptimizeReport, Workspace, WorkspaceError,
+    optimize_loops, resume, LoopObservers, OptimizeReport, Workspace, WorkspaceError,
 };
 
 /// How a worker behaves.
@@ -291,9 +291,7 @@ fn inputs_changed(job: &JobRecord) -> bool {
     let Ok(spec) = job_spec(job) else {
         return false;
     };
-    read_tasks(&spec.tasks)
-        .and_then(|snapshots| input_hash(&snapshots))
-        .is_ok_and(|hash| hash != job.input_hash)
+    read_tasks(&spec.tasks).is_ok_and(|snapshots| input_hash(&snapshots) != job.input_hash)
 }
 
 enum Cycle {
@@ -394,34 +392,24 @@ async fn cycle(
         .cycles(job.id)?
         .pop()
         .filter(|c| trigger == "resumed" && (c.status == "running" || c.status == "interrupted"));
-    let (cycle_id, run_uid) = match unfinished {
+    let (cycle_id, run_uid, inputs) = match unfinished {
         Some(c) => {
             let run = match &c.run_uid {
                 Some(uid) => Some(uid.clone()),
                 None => store.cycle_run(c.id)?,
             };
-            (c.id, run)
+            (c.id, run, None)
         }
-        None => {
-            let snapshots = current_inputs(ws, job, &spec);
-            let hash = match &snapshots {
-                Ok(s) => input_hash(s).unwrap_or_default(),
-                Err(_) => job.input_hash.clone(),
-            };
-            let id = store.begin_cycle(job.id, trigger, &hash)?;
-            if let Err(e) = snapshots {
-                let message = e.to_string();
-                store.finish_cycle(id, "failed", None, None, None, Some(&message))?;
-                events(WorkerEvent::Ended {
-                    job: job.id,
-                    cycle: id,
-                    status: "failed".into(),
-                    text: message,
-                });
-                return Err(e);
+        None => match current_inputs(ws, job, &spec) {
+            Ok((snapshots, hash)) => {
+                let id = store.begin_cycle(job.id, trigger, &hash)?;
+                (id, None, Some((snapshots, hash)))
             }
-            (id, None)
-        }
+            Err(e) => {
+                let id = store.begin_cycle(job.id, trigger, &job.input_hash)?;
+                return Err(fail_cycle(ws, events, job.id, id, e));
+            }
+        },
     };
     events(WorkerEvent::Started {
         job: job.id,
@@ -432,7 +420,21 @@ async fn cycle(
     *progress.run.lock().unwrap_or_else(|p| p.into_inner()) = run_uid.clone();
     let result = match run_uid {
         Some(uid) => resume(ws, &uid, progress, token.clone()).await,
-        None => start_run(ws, job, &spec, cycle_id, trigger, progress, token).await,
+        None => {
+            // A cycle abandoned before its run began starts it from the stored snapshot.
+            let (snapshots, hash) = match inputs {
+                Some(inputs) => inputs,
+                None => (job_inputs(job)?, job.input_hash.clone()),
+            };
+            let started = Started {
+                job: job.id,
+                cycle: cycle_id,
+                trigger,
+                snapshots: &snapshots,
+                hash: &hash,
+            };
+            start_run(ws, &spec, started, progress, token).await
+        }
     };
     let report = match result {
         Ok(report) => report,
@@ -446,18 +448,10 @@ async fn cycle(
             return Ok(None);
         }
         Err(e) => {
-            let message = e.to_string();
             if let Some(uid) = store.cycle_run(cycle_id)? {
                 store.set_cycle_run(cycle_id, &uid)?;
             }
-            store.finish_cycle(cycle_id, "failed", None, None, None, Some(&message))?;
-            events(WorkerEvent::Ended {
-                job: job.id,
-                cycle: cycle_id,
-                status: "failed".into(),
-                text: message,
-            });
-            return Err(e);
+            return Err(fail_cycle(ws, events, job.id, cycle_id, e));
         }
     };
     store.set_cycle_run(cycle_id, &report.run.uid)?;
@@ -507,18 +501,42 @@ async fn cycle(
     }
 }
 
-/// The job's tasks as they are now: re-read from their files (recording the new snapshot when
-/// they changed), or the stored snapshot when a task file is gone.
+/// Records a cycle as failed with `error`, tells the front end, and hands the error back.
+fn fail_cycle(
+    ws: &Workspace,
+    events: &(dyn Fn(WorkerEvent) + Send + Sync),
+    job: i64,
+    cycle: i64,
+    error: WorkspaceError,
+) -> WorkspaceError {
+    let message = error.to_string();
+    let recorded = ws
+        .store()
+        .finish_cycle(cycle, "failed", None, None, None, Some(&message));
+    if let Err(e) = recorded {
+        return e.into();
+    }
+    events(WorkerEvent::Ended {
+        job,
+        cycle,
+        status: "failed".into(),
+        text: message,
+    });
+    error
+}
+
+/// The job's tasks as they are now, with their hash: re-read from their files (recording the
+/// new snapshot when they changed), or the stored snapshot when a task file is gone.
 fn current_inputs(
     ws: &Workspace,
     job: &JobRecord,
     spec: &JobSpec,
-) -> Result<Vec<TaskSnapshot>, WorkspaceError> {
+) -> Result<(Vec<TaskSnapshot>, String), WorkspaceError> {
     if spec.tasks.iter().any(|t| !t.exists()) {
-        return job_inputs(job);
+        return Ok((job_inputs(job)?, job.input_hash.clone()));
     }
     let snapshots = read_tasks(&spec.tasks)?;
-    let hash = input_hash(&snapshots)?;
+    let hash = input_hash(&snapshots);
     if hash != job.input_hash {
         ws.store().update_job_inputs(
             job.id,
@@ -526,30 +544,36 @@ fn current_inputs(
             &hash,
         )?;
     }
-    Ok(snapshots)
+    Ok((snapshots, hash))
 }
 
-/// Begins the cycle's optimization run from the job's snapshot; the run's config names the
-/// job and cycle, so a worker that dies before linking the two still finds it.
+/// The cycle a run is begun for, and the inputs it runs on.
+struct Started<'a> {
+    job: i64,
+    cycle: i64,
+    trigger: &'a str,
+    snapshots: &'a [TaskSnapshot],
+    hash: &'a str,
+}
+
+/// Begins the cycle's optimization run from the snapshot; the run's config names the job and
+/// cycle, so a worker that dies before linking the two still finds it.
 async fn start_run(
     ws: &Workspace,
-    job: &JobRecord,
     spec: &JobSpec,
-    cycle: i64,
-    trigger: &str,
+    started: Started<'_>,
     progress: &Arc<Progress>,
     token: &CancellationToken,
 ) -> Result<OptimizeReport, WorkspaceError> {
-    let job = ws.store().job(job.id)?;
-    let snapshots = job_inputs(&job)?;
-    let inputs = task_inputs(ws, spec, &snapshots)?;
-    let loops = loop_specs(
-        ws,
-        &inputs,
-        &spec.optimizers,
-        spec.seed,
-        spec.proposer.as_deref(),
-    )?;
+    let loops = cycle_loops(ws, spec, started.snapshots)?;
+    let gate = match &spec.promote {
+        Some(name) => serde_json::json!({
+            "name": name,
+            "margin": spec.margin,
+            "production": ws.store().promoted(name)?,
+        }),
+        None => serde_json::Value::Null,
+    };
     let config = serde_json::json!({
         "tasks": spec.tasks,
         "optimizers": spec.optimizers,
@@ -557,12 +581,13 @@ async fn start_run(
         "seed": spec.seed,
         "engine": ws.engine_config(),
         "proposer": spec.proposer,
-        "job": { "id": job.id, "cycle": cycle, "trigger": trigger, "input_hash": job.input_hash },
-        "gate": spec.promote.as_ref().map(|name| serde_json::json!({
-            "name": name,
-            "margin": spec.margin,
-            "production": ws.store().promoted(name).ok().flatten(),
-        })),
+        "job": {
+            "id": started.job,
+            "cycle": started.cycle,
+            "trigger": started.trigger,
+            "input_hash": started.hash,
+        },
+        "gate": gate,
     });
     optimize_loops(ws, loops, config, &spec.budget, progress, token.clone()).await
 }
