@@ -9,7 +9,7 @@ use tuningfork::task::Task;
 use tuningfork::workspace::{Workspace, WorkspaceConfig};
 
 use super::args::{ArtifactFormat, ArtifactsCommand, GlobalArgs};
-use super::open_store;
+use super::{open_store, read_store};
 
 pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
     // The registry is read only by the commands that make artifacts for a task's model.
@@ -19,7 +19,18 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
             &global.models_dir,
         ))?)
     };
-    let store = open_store(global)?;
+    let reads_only = matches!(
+        command,
+        ArtifactsCommand::List
+            | ArtifactsCommand::Show { .. }
+            | ArtifactsCommand::Diff { .. }
+            | ArtifactsCommand::Export { .. }
+    );
+    let store = if reads_only {
+        read_store(global)?
+    } else {
+        open_store(global)?
+    };
     match command {
         ArtifactsCommand::Create { task } => {
             let task = Task::load(&task)?;

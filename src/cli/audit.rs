@@ -9,7 +9,7 @@ use tuningfork::workspace::{self, ReplayRequest};
 
 use super::args::{GlobalArgs, ReplayArgs};
 use super::progress::CountBar;
-use super::{open_store, workspace, Runner};
+use super::{open_store, read_store, workspace, Runner};
 
 pub fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<()> {
     let ws = workspace(global, &args.engine)?;
@@ -47,7 +47,7 @@ pub fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<()> {
 }
 
 pub fn export(global: &GlobalArgs, id: &str, out: &Path) -> Result<()> {
-    let store = open_store(global)?;
+    let store = read_store(global)?;
     let run = store.run(id)?;
     if run.status == RunStatus::Running {
         eprintln!(
@@ -96,7 +96,7 @@ pub fn verify(file: &Path) -> Result<()> {
 }
 
 pub fn audit_report(global: &GlobalArgs, id: &str, json: bool) -> Result<()> {
-    let store = open_store(global)?;
+    let store = read_store(global)?;
     let run = store.run(id)?;
     let report = audit::report(&store, run.id)?;
     if json {

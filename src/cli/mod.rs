@@ -55,6 +55,11 @@ fn open_store(global: &GlobalArgs) -> Result<Store> {
     Ok(Store::open(&global.store)?)
 }
 
+/// The store for a command that only reads it: works on a read-only store as well.
+fn read_store(global: &GlobalArgs) -> Result<Store> {
+    Ok(Store::open_for_reading(&global.store)?)
+}
+
 fn open_registry(global: &GlobalArgs) -> Result<Registry> {
     Ok(Registry::open(&global.models_dir)?)
 }

@@ -10,13 +10,13 @@ use super::args::{
 };
 use super::optimize::{budget, optimizers};
 use super::progress::CountBar;
-use super::{open_store, workspace, Runner};
+use super::{open_store, read_store, workspace, Runner};
 
 pub fn queue(global: &GlobalArgs, command: QueueCommand) -> Result<()> {
     match command {
         QueueCommand::Add(args) => add(global, *args),
         QueueCommand::List { all, json } => {
-            let status = QueueStatus::read(&open_store(global)?, all, 0)?;
+            let status = QueueStatus::read(&read_store(global)?, all, 0)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status.to_json())?);
             } else {
@@ -25,7 +25,7 @@ pub fn queue(global: &GlobalArgs, command: QueueCommand) -> Result<()> {
             Ok(())
         }
         QueueCommand::Show { id, json } => {
-            let store = open_store(global)?;
+            let store = read_store(global)?;
             let job = store.job(id)?;
             let cycles = store.cycles(id)?;
             if json {
@@ -132,7 +132,7 @@ pub fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<()> {
 }
 
 pub fn status(global: &GlobalArgs, args: StatusArgs) -> Result<()> {
-    let status = QueueStatus::read(&open_store(global)?, args.all, args.recent)?;
+    let status = QueueStatus::read(&read_store(global)?, args.all, args.recent)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status.to_json())?);
     } else {
@@ -142,7 +142,7 @@ pub fn status(global: &GlobalArgs, args: StatusArgs) -> Result<()> {
 }
 
 pub fn report(global: &GlobalArgs, args: ReportArgs) -> Result<()> {
-    let store = open_store(global)?;
+    let store = read_store(global)?;
     let html = match (&args.run, &args.task) {
         (Some(run), _) => tuningfork::report::run_report(&store, run)?,
         (None, Some(task)) => tuningfork::report::task_history(&store, task)?,

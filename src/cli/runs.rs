@@ -4,7 +4,7 @@ use anyhow::Result;
 use tuningfork::audit::show::{self, RunView};
 
 use super::args::{GlobalArgs, RunsCommand};
-use super::open_store;
+use super::{open_store, read_store};
 
 pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
     match command {
@@ -32,7 +32,7 @@ pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
 }
 
 fn list(global: &GlobalArgs, limit: usize) -> Result<()> {
-    let runs = open_store(global)?.list_runs(limit)?;
+    let runs = read_store(global)?.list_runs(limit)?;
     if runs.is_empty() {
         println!("no runs in {}", global.store.display());
     } else {
@@ -42,7 +42,7 @@ fn list(global: &GlobalArgs, limit: usize) -> Result<()> {
 }
 
 fn show(global: &GlobalArgs, id: &str, full: bool, json: bool) -> Result<()> {
-    let view = RunView::load(&open_store(global)?, id)?;
+    let view = RunView::load(&read_store(global)?, id)?;
     if json {
         let value = serde_json::json!({ "run": view.summary, "calls": view.calls });
         println!("{}", serde_json::to_string_pretty(&value)?);

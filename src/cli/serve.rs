@@ -8,7 +8,7 @@ use tuningfork::store::{Retention, TraceFilter};
 use tuningfork::task::Task;
 
 use super::args::{DatasetCommand, GlobalArgs, ServeArgs, TraceFilterArgs, TracesCommand};
-use super::{open_store, workspace, Runner};
+use super::{open_store, read_store, workspace, Runner};
 
 pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let ws = workspace(global, &args.engine)?;
@@ -109,7 +109,7 @@ pub fn dataset(global: &GlobalArgs, command: DatasetCommand) -> Result<()> {
             if args.program.is_none() {
                 anyhow::bail!("give --program NAME: the program whose traces become rows");
             }
-            let traces = open_store(global)?.traces(&filter(args, None))?;
+            let traces = read_store(global)?.traces(&filter(args, None))?;
             let rows = tuningfork::serve::dataset_rows(&traces);
             write_jsonl(&out, &rows)?;
             println!(

@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     #[error("cannot open the store {path}: {message}; pass --store to use another file")]
     Open { path: PathBuf, message: String },
+    #[error(
+        "the store {path} is read-only: {reason}. This command writes to the store: pass \
+         --store PATH (or set TUNINGFORK_STORE) to use a writable file, or copy the store \
+         somewhere writable. Commands that only read (runs list, runs show, runs audit, runs \
+         export, artifacts list, status, report) work on it as it is"
+    )]
+    ReadOnly { path: PathBuf, reason: String },
     #[error("store {path}: {message}")]
     Sql { path: PathBuf, message: String },
     #[error(
@@ -59,8 +66,14 @@ impl StoreError {
         let mut message = e.to_string();
         if let rusqlite::Error::SqliteFailure(code, _) = &e {
             match code.code {
-                rusqlite::ErrorCode::DiskFull => message
-                    .push_str("; free disk space and run again: nothing stored so far is lost"),
+                rusqlite::ErrorCode::DiskFull => {
+                    message = format!(
+                        "disk full ({message}): free space on the disk that holds the store, \
+                         then resume the run; nothing stored so far is lost"
+                    )
+                }
+                rusqlite::ErrorCode::ReadOnly => message
+                    .push_str("; the store is read-only: pass --store PATH to use a writable file"),
                 rusqlite::ErrorCode::NotADatabase => {
                     message.push_str("; the file is not a tuningfork store")
                 }

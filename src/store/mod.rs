@@ -34,6 +34,10 @@ use crate::models::{HashMemo, ModelPin};
 /// The default store location, relative to the working directory.
 pub const DEFAULT_PATH: &str = "runs/tuningfork.sqlite";
 
+/// Space set aside beside a store file, released when the disk is full: enough for the
+/// writes that record how runs ended.
+pub const RESERVE_BYTES: u64 = 256 * 1024;
+
 /// Forward-only migrations: (version, what it does, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -78,11 +82,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub struct Store {
     conn: Mutex<Connection>,
     path: Option<PathBuf>,
+    /// Set when a write failed because the disk was full, so that whoever ends the run can
+    /// say so, whatever error type carried the failure up.
+    disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date. A
+    /// store that cannot be written (see [`read_only_reason`]) is refused here, before a
+    /// command loads a model or starts work it could not record.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(reason) = read_only_reason(path) {
+            return Err(StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
                 path: parent.to_path_buf(),
@@ -93,9 +108,109 @@ impl Store {
         let store = Store {
             conn: Mutex::new(conn),
             path: Some(path.to_path_buf()),
+            disk_full: Default::default(),
         };
         store.configure()?;
         store.migrate()?;
+        store.keep_reserve();
+        Ok(store)
+    }
+
+    /// The file of space set aside beside the store (see [`Store::release_reserve`]).
+    fn reserve_path(&self) -> Option<PathBuf> {
+        let path = self.path.as_ref()?;
+        let mut name = path.file_name()?.to_os_string();
+        name.push("-reserve");
+        Some(path.with_file_name(name))
+    }
+
+    /// Sets [`RESERVE_BYTES`] aside beside the store, if they are not already: when the disk
+    /// fills up during a run, releasing them is what lets the run be recorded as interrupted.
+    fn keep_reserve(&self) {
+        let Some(reserve) = self.reserve_path() else {
+            return;
+        };
+        let have = std::fs::metadata(&reserve).map_or(0, |m| m.len());
+        if have < RESERVE_BYTES {
+            let written = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES as usize]);
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&reserve);
+                tracing::warn!("cannot set space aside in {}: {e}", reserve.display());
+            }
+        }
+    }
+
+    /// Frees the space set aside beside the store, so that the writes recording how a run
+    /// ended fit on a full disk. The next [`Store::open`] sets it aside again.
+    pub fn release_reserve(&self) {
+        if let Some(reserve) = self.reserve_path() {
+            let _ = std::fs::remove_file(reserve);
+        }
+    }
+
+    /// Opens the store for commands that only read it. A writable store is opened as by
+    /// [`Store::open`] (and upgraded); one that cannot be written — no write permission on the
+    /// file or its directory, or a read-only mount — is opened read-only, and must already be
+    /// at this version's schema. A missing store is an error, never created.
+    pub fn open_for_reading(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "no such file".into(),
+            });
+        }
+        if read_only_reason(path).is_none() {
+            return Store::open(path);
+        }
+        // A read-only connection to a store in WAL mode needs its shared-memory file; where
+        // that cannot be created (a read-only directory or mount), SQLite can still read the
+        // file as immutable, which is what it is to us.
+        let store = ["mode=ro", "immutable=1"]
+            .iter()
+            .find_map(|mode| {
+                let uri = format!("file:{}?{mode}", uri_path(path));
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(uri, flags).ok()?;
+                conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .ok()?;
+                Some(conn)
+            })
+            .ok_or_else(|| StoreError::Open {
+                path: path.to_path_buf(),
+                message: "it is read-only and SQLite cannot read it either".into(),
+            })?;
+        let store = Store {
+            conn: Mutex::new(store),
+            path: Some(path.to_path_buf()),
+            disk_full: Default::default(),
+        };
+        store
+            .conn()
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| store.sql_error(e))?;
+        let version = store.schema_version()?;
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if version > latest {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                version,
+                supported: latest,
+            });
+        }
+        if version < latest {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: format!(
+                    "it has schema version {version}, older than this tuningfork's ({latest}), \
+                     and cannot be upgraded because it is read-only; open it once with write \
+                     access (or read a writable copy with --store)"
+                ),
+            });
+        }
         Ok(store)
     }
 
@@ -106,6 +221,7 @@ impl Store {
         let store = Store {
             conn: Mutex::new(conn),
             path: None,
+            disk_full: Default::default(),
         };
         store.configure()?;
         store.migrate()?;
@@ -123,7 +239,16 @@ impl Store {
     }
 
     pub(crate) fn sql_error(&self, e: rusqlite::Error) -> StoreError {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            self.disk_full
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         StoreError::sql(self.path.as_deref(), e)
+    }
+
+    /// Whether a write has failed because the disk (or the store's size limit) was full.
+    pub fn disk_was_full(&self) -> bool {
+        self.disk_full.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn configure(&self) -> Result<(), StoreError> {
@@ -205,6 +330,68 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM models", [], |r| r.get(0))
             .map_err(|e| self.sql_error(e))
     }
+}
+
+/// Why the store at `path` cannot be written, if it cannot: its file or directory has no
+/// write permission (for anyone: a file made read-only stays read-only to root as well), this
+/// user may not write it, or it is on a read-only mount. SQLite writes a log file beside the
+/// store, so the directory must be writable too.
+pub fn read_only_reason(path: &Path) -> Option<String> {
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => parent.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let nearest = |p: &Path| p.ancestors().find(|a| a.exists()).map(Path::to_path_buf);
+    if path.exists() {
+        if let Some(reason) = unwritable(path) {
+            return Some(format!("the file {reason}"));
+        }
+    }
+    // A directory yet to be created is as writable as its nearest existing ancestor.
+    let dir = nearest(&dir)?;
+    unwritable(&dir).map(|reason| format!("its directory {} {reason}", dir.display()))
+}
+
+#[cfg(unix)]
+fn unwritable(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o222 == 0 {
+        return Some("has no write permission".into());
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0 {
+        return None;
+    }
+    Some(match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EROFS) => "is on a read-only file system".into(),
+        _ => "is not writable by this user".into(),
+    })
+}
+
+#[cfg(not(unix))]
+fn unwritable(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.permissions()
+        .readonly()
+        .then(|| "is read-only".to_string())
+}
+
+/// `path` as the path part of an SQLite URI.
+fn uri_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Column `i`, JSON text, as a value; text that is not JSON is kept as a string.
@@ -322,6 +509,53 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(err.contains("junk.sqlite"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_store_is_refused_for_writing_and_still_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        drop(Store::open(&path).unwrap());
+
+        // The file without write permission (read-only to root as well).
+        chmod(&path, 0o444);
+        let err = Store::open(&path).err().unwrap();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("s.sqlite") && text.contains("no write permission"),
+            "{text}"
+        );
+        assert!(text.contains("--store"), "{text}");
+        let store = Store::open_for_reading(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(store);
+        chmod(&path, 0o644);
+
+        // The directory without write permission: SQLite's log could not be written.
+        chmod(dir.path(), 0o555);
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("its directory"), "{err}");
+        let store = Store::open_for_reading(&path).unwrap();
+        assert_eq!(store.model_count().unwrap(), 0);
+        drop(store);
+        // A store to be made in a directory that cannot be written is refused too.
+        let err = Store::open(&dir.path().join("new/s.sqlite"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("read-only"), "{err}");
+        chmod(dir.path(), 0o755);
+
+        // Reading never creates a store.
+        let missing = dir.path().join("missing.sqlite");
+        assert!(Store::open_for_reading(&missing).is_err());
+        assert!(!missing.exists());
     }
 
     #[test]

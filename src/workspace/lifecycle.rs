@@ -142,8 +142,25 @@ impl RunHandle {
                 kind: self.kind,
             }),
         };
-        self.finish(&result)?;
-        result
+        self.finish_or_keep(result)
+    }
+
+    /// Records how the run ended and returns `result`; when the run failed and even recording
+    /// that fails (a full disk), the run's own error is the one returned.
+    fn finish_or_keep<T>(&self, result: Result<T, WorkspaceError>) -> Result<T, WorkspaceError> {
+        match (self.finish(&result), result) {
+            (Ok(()), result) => result,
+            (Err(finishing), Ok(_)) => Err(finishing),
+            (Err(finishing), Err(e)) => {
+                tracing::warn!(
+                    "could not record how run {} ended ({finishing}); it stays `running`, \
+                     and `tuningfork resume {}` carries it on",
+                    self.uid,
+                    self.uid
+                );
+                Err(e)
+            }
+        }
     }
 
     /// Runs setup work that follows the run's beginning (recording its loops); an error marks
@@ -154,7 +171,7 @@ impl RunHandle {
     ) -> Result<T, WorkspaceError> {
         let result = work();
         if result.is_err() {
-            self.finish(&result)?;
+            return self.finish_or_keep(result);
         }
         result
     }
@@ -168,6 +185,15 @@ impl RunHandle {
                 RunStatus::Interrupted,
                 Some("interrupted before it finished"),
             )?,
+            // Nothing is wrong with the run itself: once there is space, it can carry on.
+            Err(e) if self.store.disk_was_full() => {
+                self.store.release_reserve();
+                self.store.finish_run(
+                    self.id,
+                    RunStatus::Interrupted,
+                    Some(&format!("interrupted: {e}")),
+                )?
+            }
             Err(e) => self
                 .store
                 .finish_run(self.id, RunStatus::Failed, Some(&e.to_string()))?,

@@ -73,6 +73,10 @@ pub enum WorkspaceError {
     /// The request cannot be carried out as given.
     #[error("{0}")]
     Invalid(String),
+    /// One or more optimization loops failed (their errors, joined); the others' outcomes
+    /// are reported with them.
+    #[error("{0}")]
+    LoopsFailed(String),
     /// The run's cancellation token fired; everything finished so far is stored.
     #[error("run {run} was interrupted; everything finished so far is stored")]
     Interrupted { run: String, kind: RunKind },

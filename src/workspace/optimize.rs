@@ -501,24 +501,27 @@ async fn execute(
                 let (position, result) = joined.expect("loops do not panic");
                 results[position] = Some(result);
             }
-            Ok::<_, WorkspaceError>(())
+            let failures: Vec<&str> = results
+                .iter()
+                .flatten()
+                .filter_map(|r| r.as_ref().err().map(String::as_str))
+                .collect();
+            match failures.is_empty() {
+                true => Ok(()),
+                false => Err(WorkspaceError::LoopsFailed(failures.join("; "))),
+            }
         })
         .await;
-    // `drive` recorded the run as completed or interrupted; a loop that failed fails it.
-    joined?;
-    let results: Vec<Result<LoopOutcome, String>> = results
+    // `drive` recorded how the run ended: completed, failed by a loop (interrupted when the
+    // disk filled up), or interrupted; each loop's own outcome is reported either way.
+    match joined {
+        Ok(()) | Err(WorkspaceError::LoopsFailed(_)) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(results
         .into_iter()
         .map(|r| r.expect("every loop ended"))
-        .collect();
-    let failures: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(String::as_str))
-        .collect();
-    if !failures.is_empty() {
-        ws.store()
-            .finish_run(run.id, RunStatus::Failed, Some(&failures.join("; ")))?;
-    }
-    Ok(results)
+        .collect())
 }
 
 fn report(

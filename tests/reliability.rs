@@ -1,0 +1,222 @@
+//! Faults, through the binary on the real model: a store on a read-only mount, a disk that
+//! fills up during an optimization, and several processes sharing one store.
+//!
+//! The mount tests make their own small tmpfs and need root (CI runs as root); elsewhere they
+//! fail with a message saying so, unless TUNINGFORK_SKIP_MOUNT_TESTS=1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// A tmpfs of `size` mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        if std::env::var_os("TUNINGFORK_SKIP_MOUNT_TESTS").is_some() {
+            eprintln!("skipped: TUNINGFORK_SKIP_MOUNT_TESTS is set");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("cannot run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (this test needs root); set TUNINGFORK_SKIP_MOUNT_TESTS=1 to skip it"
+        );
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, options: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn available(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        stdout(&out)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// The binary with its store at `store`.
+fn tuningfork(store: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tuningfork"))
+        .args(args)
+        .env("TUNINGFORK_STORE", store)
+        .env("TUNINGFORK_MODELS", models_dir())
+        .env_remove("TUNINGFORK_LOG")
+        .output()
+        .unwrap()
+}
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}
+
+fn integrity(store: &Path) -> String {
+    rusqlite::Connection::open(store)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+const SMALL_RUN: [&str; 6] = [
+    "--max-labeled",
+    "4",
+    "--max-bootstrapped",
+    "2",
+    "--candidates",
+    "2",
+];
+
+fn optimize_args(task: &Path) -> Vec<String> {
+    let mut args = vec![
+        "optimize".to_string(),
+        task.display().to_string(),
+        "--json".into(),
+    ];
+    args.extend(SMALL_RUN.iter().map(|s| s.to_string()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn artifact_hashes(report: &Value) -> Vec<Value> {
+    report["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["artifact_hash"].clone())
+        .collect()
+}
+
+#[test]
+fn a_store_on_a_read_only_mount_is_refused_for_writing_and_read_as_it_is() {
+    let _serial = serial();
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let store = fs.path().join("s.sqlite");
+    ok(&tuningfork(
+        &store,
+        &["generate", "--max-tokens", "4", "Say hello."],
+    ));
+    fs.remount("ro");
+
+    // A command that writes is refused before it loads the model, with the way out.
+    let started = std::time::Instant::now();
+    let out = tuningfork(&store, &["generate", "--max-tokens", "4", "Say hello."]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("read-only file system") && err.contains("--store"),
+        "{err}"
+    );
+    assert!(!err.contains("attempt to write"), "{err}");
+    assert!(!err.contains("llama"), "the model was loaded: {err}");
+    eprintln!("refused in {:?}", started.elapsed());
+
+    // Commands that only read work on it as it is.
+    let list = ok(&tuningfork(&store, &["runs", "list"]));
+    assert!(
+        list.contains("generate") && list.contains("completed"),
+        "{list}"
+    );
+    let show = ok(&tuningfork(&store, &["runs", "show", "1", "--json"]));
+    let show: Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(show["calls"].as_array().unwrap().len(), 1);
+    ok(&tuningfork(&store, &["runs", "audit", "1"]));
+    let bundle = tempfile::tempdir().unwrap();
+    let out_file = bundle.path().join("run1.bundle");
+    ok(&tuningfork(
+        &store,
+        &["runs", "export", "1", "--out", out_file.to_str().unwrap()],
+    ));
+    ok(&tuningfork(
+        &store,
+        &["runs", "verify", out_file.to_str().unwrap()],
+    ));
+    ok(&tuningfork(&store, &["artifacts", "list"]));
+    ok(&tuningfork(&store, &["status"]));
+}
+
+#[test]
+fn a_disk_that_fills_up_interrupts_the_run_without_harm_and_resume_finishes_it() {
+    let _serial = serial();
+    // The run's artifact when nothing goes wrong.
+    let reference = Sandbox::new();
+    let (task, _) = small_task(reference.dir.path(), 24, 12, 12);
+    let expected = artifact_hashes(&report(&reference.run(&strs(&optimize_args(&task)))));
+
+    let Some(fs) = Tmpfs::mount("4m") else { return };
+    let store = fs.path().join("s.sqlite");
+    let work = tempfile::tempdir().unwrap();
+    let (task, _) = small_task(work.path(), 24, 12, 12);
+    // An empty store, then a ballast file that leaves about 256 KiB free: the run needs more.
+    ok(&tuningfork(&store, &["runs", "gc", "--keep-days", "1"]));
+    let ballast: PathBuf = fs.path().join("ballast");
+    let fill = fs.available().saturating_sub(256 * 1024);
+    std::fs::write(&ballast, vec![0u8; fill as usize]).unwrap();
+
+    let out = tuningfork(&store, &strs(&optimize_args(&task)));
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("disk full"), "{err}");
+    assert!(err.contains("tuningfork resume"), "{err}");
+    assert_eq!(integrity(&store), "ok");
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    let (status, calls): (String, i64) = conn
+        .query_row(
+            "SELECT status, (SELECT COUNT(*) FROM calls) FROM runs WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(conn);
+    assert_eq!(status, "interrupted");
+    assert!(calls > 0, "the run stopped before storing anything");
+
+    // Space freed: the run carries on from what it stored, to the same artifact.
+    std::fs::remove_file(&ballast).unwrap();
+    let resumed = report(&tuningfork(&store, &["resume", "1", "--json"]));
+    assert_eq!(resumed["status"], "completed", "{resumed}");
+    assert_eq!(artifact_hashes(&resumed), expected);
+    assert_eq!(integrity(&store), "ok");
+}
