@@ -39,6 +39,107 @@ pub struct DatasetSpec {
     /// Program field name → key in the file, for fields whose names differ.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// Train or validation rows that a test example repeats: refused (the default), dropped
+    /// from train and val, or accepted. Dropped and accepted rows are recorded with the run.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub overlap: Overlap,
+    /// Lines that cannot be read as an example (not JSON, not an object, a field missing, a
+    /// key twice, not UTF-8): refused (the default) or skipped. Skipped lines are recorded with
+    /// the run, with their numbers.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub broken_lines: BrokenLines,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// What to do with train or validation rows whose values a test example has too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Refuse the dataset: held-out scores would be inflated.
+    #[default]
+    Refuse,
+    /// Drop the repeated rows from train and val; the test split stays whole.
+    Drop,
+    /// Keep them, knowing the test score is partly on seen examples.
+    Accept,
+}
+
+/// What to do with lines that cannot be read as an example.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokenLines {
+    /// Refuse the file, naming the first broken line.
+    #[default]
+    Refuse,
+    /// Leave the line out and go on.
+    Skip,
+}
+
+/// What loading changed about the data as written, recorded with every run that uses it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataCleaning {
+    /// Lines left out (`broken_lines = "skip"`), as `file:line` with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedLine>,
+    /// Train and val rows left out because a test example repeats them (`overlap = "drop"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+    /// Test examples kept although train or val repeats them (`overlap = "accept"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<String>,
+}
+
+impl DataCleaning {
+    pub fn is_empty(&self) -> bool {
+        self.skipped.is_empty() && self.dropped.is_empty() && self.accepted.is_empty()
+    }
+}
+
+impl std::fmt::Display for DataCleaning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |items: Vec<&str>| {
+            let shown: Vec<&str> = items.iter().take(5).copied().collect();
+            let more = items.len().saturating_sub(shown.len());
+            match more {
+                0 => shown.join(", "),
+                n => format!("{}, and {n} more", shown.join(", ")),
+            }
+        };
+        let mut parts = Vec::new();
+        if !self.skipped.is_empty() {
+            parts.push(format!(
+                "skipped {} broken lines ({})",
+                self.skipped.len(),
+                list(self.skipped.iter().map(|s| s.source.as_str()).collect())
+            ));
+        }
+        if !self.dropped.is_empty() {
+            parts.push(format!(
+                "dropped {} train/val rows that the test split repeats ({})",
+                self.dropped.len(),
+                list(self.dropped.iter().map(String::as_str).collect())
+            ));
+        }
+        if !self.accepted.is_empty() {
+            parts.push(format!(
+                "kept {} test examples that train or val repeats ({})",
+                self.accepted.len(),
+                list(self.accepted.iter().map(String::as_str).collect())
+            ));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// A line left out of a dataset, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedLine {
+    /// `file:line`.
+    pub source: String,
+    pub reason: String,
 }
 
 /// Fractions for splitting one file, and the seed of the shuffle.
@@ -95,6 +196,8 @@ pub struct Datasets {
     pub train: TrainSet,
     pub val: ValSet,
     pub test: TestSet,
+    /// Lines skipped and rows dropped or accepted on the way.
+    pub cleaning: DataCleaning,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +207,13 @@ pub enum DatasetError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: not a JSON object ({message}); each line must be one JSON object")]
+    #[error("{path}:{line}: not a JSON object ({message}); each line must be one JSON object{SKIP_HINT}")]
     Malformed {
         path: PathBuf,
         line: usize,
         message: String,
     },
-    #[error("{path}:{line}: the field `{field}` (key `{key}`) is missing; the line has keys {keys}. Map it with [dataset.fields] {field} = \"<key>\"")]
+    #[error("{path}:{line}: the field `{field}` (key `{key}`) is missing; the line has keys {keys}. Map it with [dataset.fields] {field} = \"<key>\"{SKIP_HINT}")]
     MissingField {
         path: PathBuf,
         line: usize,
@@ -120,14 +223,42 @@ pub enum DatasetError {
     },
     #[error("the {split} split is empty{hint}")]
     EmptySplit { split: &'static str, hint: String },
-    #[error("{count} test examples also appear in the training data (first: {test_source} = {train_source}); held-out results would be inflated. Remove the duplicates")]
+    #[error("{count} test examples also appear in the training or validation data (first: {test_source} = {train_source}); held-out results would be inflated. Remove the duplicates, or set overlap = \"drop\" in [dataset] to leave them out of train and val (overlap = \"accept\" keeps them); either is recorded with the run")]
     Leak {
         count: usize,
         test_source: String,
         train_source: String,
     },
+    #[error("{path}:{line}: the key `{key}` appears twice in one object; keep one{SKIP_HINT}")]
+    DuplicateKey {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
+    #[error("{path}:{line}: not UTF-8 text (byte {column} of the line); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > NEW`{SKIP_HINT}")]
+    NotUtf8 {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
     #[error("invalid [dataset] section: {0}")]
     Spec(String),
+}
+
+/// How a broken line's error ends: the way to go on without it.
+const SKIP_HINT: &str = " (or set broken_lines = \"skip\" in [dataset] to leave such lines out)";
+
+impl DatasetError {
+    /// The line a broken-line error is about, if it is one.
+    fn broken_line(&self) -> Option<usize> {
+        match self {
+            DatasetError::Malformed { line, .. }
+            | DatasetError::MissingField { line, .. }
+            | DatasetError::DuplicateKey { line, .. }
+            | DatasetError::NotUtf8 { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
 }
 
 impl Split {
@@ -159,51 +290,160 @@ fn canonical(values: &Values) -> String {
 }
 
 /// Reads a JSONL file, keeping the fields in `needed` (program field names), renamed through
-/// `mapping`. Blank lines are skipped.
+/// `mapping`. The first broken line is an error naming it.
 pub fn read_jsonl(
     path: &Path,
     needed: &[String],
     mapping: &BTreeMap<String, String>,
 ) -> Result<Vec<Example>, DatasetError> {
-    objects(path)?
-        .into_iter()
-        .map(|(number, object)| {
-            Ok(Example {
+    read_examples(path, needed, mapping, BrokenLines::Refuse, &mut Vec::new())
+}
+
+/// Reads a JSONL file as [`read_jsonl`] does; with [`BrokenLines::Skip`], a broken line is
+/// left out and added to `skipped` instead.
+///
+/// What a file may hold: UTF-8 text (a leading byte-order mark is ignored), lines ending in
+/// `\n` or `\r\n`, blank lines (ignored), lines of any length, one JSON object per line with
+/// each key once (a key twice is a broken line: which value was meant is unknown).
+pub fn read_examples(
+    path: &Path,
+    needed: &[String],
+    mapping: &BTreeMap<String, String>,
+    broken: BrokenLines,
+    skipped: &mut Vec<SkippedLine>,
+) -> Result<Vec<Example>, DatasetError> {
+    let first = skipped.len();
+    let mut examples = Vec::new();
+    for (number, object) in objects(path, broken, skipped)? {
+        match field_values(&object, needed, mapping, path, number) {
+            Ok(values) => examples.push(Example {
                 source: format!("{}:{number}", path.display()),
-                values: field_values(&object, needed, mapping, path, number)?,
-            })
-        })
-        .collect()
+                values,
+            }),
+            Err(e) => skip_or_fail(e, broken, path, skipped)?,
+        }
+    }
+    // Lines that are not objects were found on the first pass: list the file's in order.
+    skipped[first..].sort_by_key(|s| {
+        s.source
+            .rsplit(':')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+    });
+    Ok(examples)
+}
+
+/// Records a broken line as skipped, or returns its error.
+fn skip_or_fail(
+    e: DatasetError,
+    broken: BrokenLines,
+    path: &Path,
+    skipped: &mut Vec<SkippedLine>,
+) -> Result<(), DatasetError> {
+    match (broken, e.broken_line()) {
+        (BrokenLines::Skip, Some(line)) => {
+            let reason = e.to_string();
+            // The reason without the location (the source says it) and the hint.
+            let prefix = format!("{}:{line}: ", path.display());
+            let reason = reason.strip_prefix(&prefix).unwrap_or(&reason);
+            let reason = reason.strip_suffix(SKIP_HINT).unwrap_or(reason);
+            skipped.push(SkippedLine {
+                source: format!("{}:{line}", path.display()),
+                reason: reason.to_string(),
+            });
+            Ok(())
+        }
+        _ => Err(e),
+    }
 }
 
 /// A line of a JSONL file.
 type JsonObject = serde_json::Map<String, Value>;
 
 /// The JSON object on each non-blank line of `path`, with its line number; a line that is not
-/// one is an error naming the line.
-fn objects(path: &Path) -> Result<Vec<(usize, JsonObject)>, DatasetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
+/// one is an error naming the line (or, with [`BrokenLines::Skip`], recorded in `skipped`).
+fn objects(
+    path: &Path,
+    broken: BrokenLines,
+    skipped: &mut Vec<SkippedLine>,
+) -> Result<Vec<(usize, JsonObject)>, DatasetError> {
+    let bytes = std::fs::read(path).map_err(|source| DatasetError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut objects = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let number = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let malformed = |message: String| DatasetError::Malformed {
-            path: path.to_path_buf(),
-            line: number,
-            message,
-        };
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(object)) => objects.push((number, object)),
-            Ok(other) => return Err(malformed(format!("found {}", kind(&other)))),
-            Err(e) => return Err(malformed(e.to_string())),
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match object(line, path, number) {
+            Ok(Some(object)) => objects.push((number, object)),
+            Ok(None) => {}
+            Err(e) => skip_or_fail(e, broken, path, skipped)?,
         }
     }
     Ok(objects)
+}
+
+/// The JSON object on one line, `None` for a blank line.
+fn object(line: &[u8], path: &Path, number: usize) -> Result<Option<JsonObject>, DatasetError> {
+    let line = std::str::from_utf8(line).map_err(|e| DatasetError::NotUtf8 {
+        path: path.to_path_buf(),
+        line: number,
+        column: e.valid_up_to() + 1,
+    })?;
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let malformed = |message: String| DatasetError::Malformed {
+        path: path.to_path_buf(),
+        line: number,
+        message,
+    };
+    let object = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(object)) => object,
+        Ok(other) => return Err(malformed(format!("found {}", kind(&other)))),
+        Err(e) => return Err(malformed(e.to_string())),
+    };
+    // A JSON map keeps the last of two equal keys; look again for one that came twice.
+    if let Ok(KeyCheck(Some(key))) = serde_json::from_str::<KeyCheck>(line) {
+        return Err(DatasetError::DuplicateKey {
+            path: path.to_path_buf(),
+            line: number,
+            key,
+        });
+    }
+    Ok(Some(object))
+}
+
+/// The first top-level key that a JSON object has twice.
+struct KeyCheck(Option<String>);
+
+impl<'de> Deserialize<'de> for KeyCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = KeyCheck;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeyCheck, A::Error> {
+                let mut seen = std::collections::BTreeSet::new();
+                let mut twice = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    if twice.is_none() && !seen.insert(key.clone()) {
+                        twice = Some(key);
+                    }
+                }
+                Ok(KeyCheck(twice))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
 }
 
 /// The values of `needed` (program field names) in `object`, whose keys are renamed through
@@ -256,16 +496,22 @@ pub fn load(spec: &DatasetSpec, base: &Path, needed: &[String]) -> Result<Datase
             base.join(p)
         }
     };
+    let mut cleaning = DataCleaning::default();
+    let mut read = |path: &PathBuf| {
+        read_examples(
+            &resolve(path),
+            needed,
+            &spec.fields,
+            spec.broken_lines,
+            &mut cleaning.skipped,
+        )
+    };
     let (train, val, test) = match (&spec.path, &spec.train, &spec.val, &spec.test) {
         (Some(path), None, None, None) => {
-            let all = read_jsonl(&resolve(path), needed, &spec.fields)?;
+            let all = read(path)?;
             split_one(all, &spec.split)?
         }
-        (None, Some(train), Some(val), Some(test)) => (
-            read_jsonl(&resolve(train), needed, &spec.fields)?,
-            read_jsonl(&resolve(val), needed, &spec.fields)?,
-            read_jsonl(&resolve(test), needed, &spec.fields)?,
-        ),
+        (None, Some(train), Some(val), Some(test)) => (read(train)?, read(val)?, read(test)?),
         _ => {
             return Err(DatasetError::Spec(
                 "give either `path` (one file, split by [dataset.split]) or all of `train`, `val` and `test`".into(),
@@ -273,8 +519,40 @@ pub fn load(spec: &DatasetSpec, base: &Path, needed: &[String]) -> Result<Datase
         }
     };
     let mut train = train;
-    if let Some(added) = spec.added.as_ref().map(resolve).filter(|p| p.exists()) {
-        train.extend(read_jsonl(&added, needed, &spec.fields)?);
+    if let Some(added) = spec.added.as_ref().filter(|p| resolve(p).exists()) {
+        train.extend(read(added)?);
+    }
+    let (mut train, mut val) = (train, val);
+    match spec.overlap {
+        Overlap::Refuse => check_leaks(&train, &val, &test)?,
+        Overlap::Drop => {
+            let held_out: std::collections::BTreeSet<String> =
+                test.iter().map(|e| canonical(&e.values)).collect();
+            for examples in [&mut train, &mut val] {
+                examples.retain(|e| {
+                    let keep = !held_out.contains(&canonical(&e.values));
+                    if !keep {
+                        cleaning.dropped.push(e.source.clone());
+                    }
+                    keep
+                });
+            }
+        }
+        Overlap::Accept => {
+            let seen: std::collections::BTreeSet<String> = train
+                .iter()
+                .chain(&val)
+                .map(|e| canonical(&e.values))
+                .collect();
+            cleaning.accepted = test
+                .iter()
+                .filter(|e| seen.contains(&canonical(&e.values)))
+                .map(|e| e.source.clone())
+                .collect();
+        }
+    }
+    if !cleaning.is_empty() {
+        tracing::warn!("data of this task: {cleaning}");
     }
     for (name, examples) in [("train", &train), ("val", &val), ("test", &test)] {
         if examples.is_empty() {
@@ -288,11 +566,11 @@ pub fn load(spec: &DatasetSpec, base: &Path, needed: &[String]) -> Result<Datase
             });
         }
     }
-    check_leaks(&train, &val, &test)?;
     Ok(Datasets {
         train: TrainSet(Split::new("train", train)),
         val: ValSet(Split::new("val", val)),
         test: TestSet(Split::new("test", test)),
+        cleaning,
     })
 }
 
@@ -397,7 +675,7 @@ pub fn add_reviewed(
         .collect();
     let (mut unreviewed, mut duplicates, mut leaks) = (0, 0, 0);
     let mut lines = Vec::new();
-    for (number, object) in objects(file)? {
+    for (number, object) in objects(file, BrokenLines::Refuse, &mut Vec::new())? {
         if object.get(REVIEW_KEY).and_then(Value::as_str) == Some("unreviewed") {
             unreviewed += 1;
             continue;
@@ -524,6 +802,8 @@ mod tests {
             fields: [("text".to_string(), "review".to_string())]
                 .into_iter()
                 .collect(),
+            overlap: Overlap::Refuse,
+            broken_lines: BrokenLines::Refuse,
         }
     }
 
@@ -598,11 +878,167 @@ mod tests {
             test: Some(test),
             split: SplitSpec::default(),
             added: None,
-            fields: spec(PathBuf::new()).fields,
+            ..spec(PathBuf::new())
         };
         let err = load(&files, dir.path(), &needed()).unwrap_err().to_string();
         assert!(err.contains("2 test examples also appear"), "{err}");
         assert!(err.contains("test.jsonl:1"), "{err}");
+    }
+
+    fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn text_as_users_have_it_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = rows(20).join("\n") + "\n";
+        let reference = load(
+            &spec(write(dir.path(), "plain.jsonl", &rows(20))),
+            dir.path(),
+            &needed(),
+        )
+        .unwrap();
+        let values = |d: &Datasets| {
+            [&d.train.0, &d.val.0, &d.test.0].map(|s| {
+                s.examples
+                    .iter()
+                    .map(|e| e.values.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // A byte-order mark, Windows line endings, blank lines (also with spaces and a
+        // lone \r), and no newline at the end: the same examples.
+        let variants: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "bom.jsonl",
+                [b"\xEF\xBB\xBF".as_slice(), plain.as_bytes()].concat(),
+            ),
+            ("crlf.jsonl", plain.replace('\n', "\r\n").into_bytes()),
+            (
+                "blank.jsonl",
+                format!("\n  \n\r\n{}\n\n", plain.replace('\n', "\n\n")).into_bytes(),
+            ),
+            (
+                "no-final-newline.jsonl",
+                plain.trim_end().as_bytes().to_vec(),
+            ),
+        ];
+        for (name, bytes) in variants {
+            let path = write_bytes(dir.path(), name, &bytes);
+            let data =
+                load(&spec(path), dir.path(), &needed()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(values(&data), values(&reference), "{name}");
+        }
+        // A very long line (4 MiB of text) is an example like any other.
+        let mut lines = rows(20);
+        let long = "word ".repeat(800_000);
+        lines[5] = format!(r#"{{"review": "{long}", "sentiment": "pos"}}"#);
+        let data = load(
+            &spec(write(dir.path(), "long.jsonl", &lines)),
+            dir.path(),
+            &needed(),
+        )
+        .unwrap();
+        let all = [&data.train.0, &data.val.0, &data.test.0];
+        assert!(all
+            .iter()
+            .flat_map(|s| &s.examples)
+            .any(|e| e.values["text"].as_str().map(str::len) == Some(long.len())));
+    }
+
+    #[test]
+    fn a_key_twice_and_text_that_is_not_utf8_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = rows(10);
+        lines[2] = r#"{"review": "a", "sentiment": "pos", "review": "b"}"#.into();
+        let path = write(dir.path(), "twice.jsonl", &lines);
+        let err = load(&spec(path), dir.path(), &needed())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("twice.jsonl:3") && err.contains("`review` appears twice"),
+            "{err}"
+        );
+        // Latin-1 text on line 4.
+        let mut bytes = rows(10)[..3].join("\n").into_bytes();
+        bytes.extend(b"\n{\"review\": \"caf\xe9\", \"sentiment\": \"pos\"}\n");
+        bytes.extend(rows(10)[3..].join("\n").into_bytes());
+        let path = write_bytes(dir.path(), "latin1.jsonl", &bytes);
+        let err = load(&spec(path.clone()), dir.path(), &needed())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("latin1.jsonl:4") && err.contains("not UTF-8") && err.contains("iconv"),
+            "{err}"
+        );
+        assert!(err.contains("broken_lines = \"skip\""), "{err}");
+    }
+
+    #[test]
+    fn broken_lines_can_be_skipped_and_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = rows(20);
+        lines[3] = "{not json".into();
+        lines[8] = r#"{"review": "x"}"#.into();
+        lines[11] = "[1, 2]".into();
+        let path = write(dir.path(), "some-bad.jsonl", &lines);
+        let mut s = spec(path);
+        assert!(load(&s, dir.path(), &needed()).is_err());
+        s.broken_lines = BrokenLines::Skip;
+        let data = load(&s, dir.path(), &needed()).unwrap();
+        let total = data.train.0.len() + data.val.0.len() + data.test.0.len();
+        assert_eq!(total, 17);
+        let skipped: Vec<&str> = data
+            .cleaning
+            .skipped
+            .iter()
+            .map(|l| l.source.as_str())
+            .collect();
+        assert!(skipped[0].ends_with("some-bad.jsonl:4"), "{skipped:?}");
+        assert!(skipped[1].ends_with("some-bad.jsonl:9"), "{skipped:?}");
+        assert!(skipped[2].ends_with("some-bad.jsonl:12"), "{skipped:?}");
+        assert!(data.cleaning.skipped[1].reason.contains("`sentiment`"));
+        assert!(data.cleaning.to_string().contains("skipped 3 broken lines"));
+        // The choice is part of the task as written, so it is in the spec a run records.
+        let toml = toml::to_string(&s).unwrap();
+        assert!(toml.contains("broken_lines = \"skip\""), "{toml}");
+    }
+
+    #[test]
+    fn test_rows_repeated_in_train_can_be_dropped_or_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = rows(12);
+        let files = |overlap: Overlap| DatasetSpec {
+            path: None,
+            train: Some(write(dir.path(), "train.jsonl", &all[..6])),
+            val: Some(write(dir.path(), "val.jsonl", &all[6..9])),
+            // Test repeats one train row and one val row.
+            test: Some(write(
+                dir.path(),
+                "test.jsonl",
+                &[all[9].clone(), all[1].clone(), all[7].clone()],
+            )),
+            overlap,
+            ..spec(PathBuf::new())
+        };
+        assert!(load(&files(Overlap::Refuse), dir.path(), &needed())
+            .unwrap_err()
+            .to_string()
+            .contains("overlap = \"drop\""));
+        let dropped = load(&files(Overlap::Drop), dir.path(), &needed()).unwrap();
+        assert_eq!(dropped.train.0.len(), 5);
+        assert_eq!(dropped.val.0.len(), 2);
+        assert_eq!(dropped.test.0.len(), 3);
+        assert_eq!(dropped.cleaning.dropped.len(), 2);
+        assert!(dropped.cleaning.dropped[0].ends_with("train.jsonl:2"));
+        assert!(dropped.cleaning.dropped[1].ends_with("val.jsonl:2"));
+        let accepted = load(&files(Overlap::Accept), dir.path(), &needed()).unwrap();
+        assert_eq!(accepted.train.0.len(), 6);
+        assert_eq!(accepted.cleaning.accepted.len(), 2);
+        assert!(accepted.cleaning.dropped.is_empty());
     }
 
     #[test]

@@ -88,10 +88,25 @@ pub enum TaskError {
 impl Task {
     /// Reads and checks a task file.
     pub fn load(path: &Path) -> Result<Task, TaskError> {
-        let source = std::fs::read_to_string(path).map_err(|source| TaskError::Read {
+        let bytes = std::fs::read(path).map_err(|source| TaskError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        // A byte-order mark, as some editors write, is not part of the TOML.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        let source = std::str::from_utf8(bytes)
+            .map_err(|e| TaskError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {}: not UTF-8 text; save the file as UTF-8",
+                    bytes[..e.valid_up_to()]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1
+                ),
+            })?
+            .to_string();
         let base_dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -239,5 +254,39 @@ mod tests {
 
         let err = parse(&format!("{base}\n[extra]\nx = 1\n"));
         assert!(err.contains("extra"), "{err}");
+
+        let err = parse(&base.replace("[task]\n", "[task]\nseed = 1\nseed = 2\n"));
+        assert!(err.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn task_files_as_editors_save_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::read_to_string(examples_dir().join("sentiment/task.toml")).unwrap();
+        let reference = Task::parse(&base, Path::new("t.toml"), PathBuf::from(".")).unwrap();
+        for (name, bytes) in [
+            (
+                "bom.toml",
+                [b"\xEF\xBB\xBF".as_slice(), base.as_bytes()].concat(),
+            ),
+            ("crlf.toml", base.replace('\n', "\r\n").into_bytes()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let task = Task::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(task.program, reference.program, "{name}");
+        }
+        let path = dir.path().join("latin1.toml");
+        let bytes = base.replacen("sentiment", "sentim\u{e9}nt", 1);
+        let bytes: Vec<u8> = bytes
+            .chars()
+            .map(|c| if c == '\u{e9}' { 0xe9 } else { c as u8 })
+            .collect();
+        std::fs::write(&path, bytes).unwrap();
+        let err = Task::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("latin1.toml") && err.contains("not UTF-8") && err.contains("line "),
+            "{err}"
+        );
     }
 }

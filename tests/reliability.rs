@@ -220,3 +220,53 @@ fn a_disk_that_fills_up_interrupts_the_run_without_harm_and_resume_finishes_it()
     assert_eq!(artifact_hashes(&resumed), expected);
     assert_eq!(integrity(&store), "ok");
 }
+
+#[test]
+fn skipped_lines_and_dropped_rows_are_recorded_with_the_run_and_shown_in_its_audit() {
+    let _serial = serial();
+    let sandbox = Sandbox::new();
+    let dir = sandbox.dir.path();
+    let (task, _) = small_task(dir, 24, 12, 12);
+    // A broken line in train, and a test row repeated in val.
+    let mut train = std::fs::read_to_string(dir.join("train.jsonl")).unwrap();
+    train.insert_str(0, "{\"review\": \"half a line\n");
+    std::fs::write(dir.join("train.jsonl"), train).unwrap();
+    let test_row = std::fs::read_to_string(dir.join("test.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let mut val = std::fs::read_to_string(dir.join("val.jsonl")).unwrap();
+    val.push_str(&test_row);
+    val.push('\n');
+    std::fs::write(dir.join("val.jsonl"), val).unwrap();
+
+    // Refused by default, with the line and the way to go on.
+    let out = sandbox.run(&["eval", task.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("train.jsonl:1") && err.contains("broken_lines = \"skip\""),
+        "{err}"
+    );
+
+    let text = std::fs::read_to_string(&task).unwrap();
+    let text = text.replace(
+        "[dataset]\n",
+        "[dataset]\nbroken_lines = \"skip\"\noverlap = \"drop\"\n",
+    );
+    std::fs::write(&task, text).unwrap();
+    let run = report(&sandbox.run(&strs(&optimize_args(&task))));
+    assert_eq!(run["status"], "completed", "{run}");
+    let audit = ok(&sandbox.run(&["runs", "audit", "1"]));
+    assert!(
+        audit.contains("skipped 1 broken lines") && audit.contains("train.jsonl:1"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("dropped 1 train/val rows") && audit.contains("val.jsonl:13"),
+        "{audit}"
+    );
+    assert!(audit.contains("val   12 rows"), "{audit}");
+}

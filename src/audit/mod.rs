@@ -10,6 +10,7 @@ pub mod show;
 
 use serde::Serialize;
 
+use crate::dataset::DataCleaning;
 use crate::engine::EngineError;
 use crate::generator::GenerateError;
 use crate::optimize::LoopOutcome;
@@ -162,6 +163,8 @@ pub struct LoopAudit {
     pub optimizer: serde_json::Value,
     pub seed: serde_json::Value,
     pub splits: serde_json::Value,
+    /// Lines skipped and rows dropped or accepted when the data was read.
+    pub cleaning: DataCleaning,
     pub status: LoopStatus,
     pub stop_reason: Option<String>,
     pub outcome: Option<serde_json::Value>,
@@ -225,6 +228,7 @@ pub fn report(store: &Store, run_id: i64) -> Result<AuditReport, AuditError> {
                     "val": split("val"),
                     "test": split("test"),
                 }),
+                cleaning: serde_json::from_value(c["cleaning"].clone()).unwrap_or_default(),
                 status: o.status,
                 stop_reason: o.stop_reason.clone(),
                 outcome: o.summary.clone(),
@@ -315,6 +319,9 @@ impl std::fmt::Display for AuditReport {
                     l.splits[split]["rows"],
                     l.splits[split]["hash"].as_str().unwrap_or("?")
                 )?;
+            }
+            if !l.cleaning.is_empty() {
+                writeln!(f, "    data  {}", l.cleaning)?;
             }
             match &l.outcome {
                 Some(o) if o.get("artifact_hash").is_some() => writeln!(

@@ -10,7 +10,7 @@ use super::budget::Tracker;
 use super::session::{Budgeting, Evaluator, EvaluatorParts, Observer, Session};
 use super::{Batch, Candidate, OptimizeError, OptimizerConfig};
 use crate::artifact::{Artifact, ArtifactModel};
-use crate::dataset::{Example, Split, TestSet, TrainSet, ValSet};
+use crate::dataset::{DataCleaning, Example, Split, TestSet, TrainSet, ValSet};
 use crate::eval::ExampleContext;
 use crate::lm::Lm;
 use crate::metrics::Judges;
@@ -41,6 +41,9 @@ pub struct LoopSpec {
     pub train_hash: String,
     pub val_hash: String,
     pub test_hash: String,
+    /// Lines skipped and rows dropped or accepted when the data was read.
+    #[serde(default, skip_serializing_if = "DataCleaning::is_empty")]
+    pub cleaning: DataCleaning,
 }
 
 impl LoopSpec {

@@ -83,6 +83,7 @@ fn spec(optimizer: OptimizerConfig) -> LoopSpec {
         train,
         val,
         test,
+        cleaning: Default::default(),
     }
 }
 

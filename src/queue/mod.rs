@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{self, Datasets, Example, Split, TestSet, TrainSet, ValSet};
+use crate::dataset::{self, DataCleaning, Datasets, Example, Split, TestSet, TrainSet, ValSet};
 use crate::optimize::{Budget, LoopSpec, OptimizerConfig};
 use crate::store::{CycleRecord, JobRecord, NewJob, Store};
 use crate::task::Task;
@@ -71,6 +71,9 @@ pub struct TaskSnapshot {
     pub train: Vec<Example>,
     pub val: Vec<Example>,
     pub test: Vec<Example>,
+    /// Lines skipped and rows dropped or accepted when the data was read.
+    #[serde(default, skip_serializing_if = "DataCleaning::is_empty")]
+    pub cleaning: DataCleaning,
 }
 
 impl TaskSnapshot {
@@ -84,6 +87,7 @@ impl TaskSnapshot {
             train: data.train.0.examples,
             val: data.val.0.examples,
             test: data.test.0.examples,
+            cleaning: data.cleaning,
         })
     }
 
@@ -103,6 +107,7 @@ impl TaskSnapshot {
             train: TrainSet(Split::new("train", self.train.clone())),
             val: ValSet(Split::new("val", self.val.clone())),
             test: TestSet(Split::new("test", self.test.clone())),
+            cleaning: self.cleaning.clone(),
         }
     }
 }

@@ -75,6 +75,7 @@ pub async fn evaluate(
                 "train_hash": data.train.0.hash,
                 "val_hash": data.val.0.hash,
                 "test_hash": data.test.0.hash,
+                "data_cleaning": data.cleaning,
             }),
             request.check.clone(),
         ),

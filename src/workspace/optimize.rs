@@ -145,6 +145,7 @@ pub fn loop_specs(
                 train_hash: data.train.0.hash.clone(),
                 val_hash: data.val.0.hash.clone(),
                 test_hash: data.test.0.hash.clone(),
+                cleaning: data.cleaning.clone(),
             });
         }
     }
