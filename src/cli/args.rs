@@ -678,15 +678,29 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete old traces of served requests with the calls they made, and finished server
-    /// runs left empty (optimization, evaluation and other runs are never touched).
+    /// Delete old runs with the calls and results only they use (--older-than, --run), old
+    /// traces of served requests (--keep-days, --keep-max), and give the space back
+    /// (--vacuum). Artifacts, promotions, running runs and the runs behind promoted artifacts
+    /// are always kept. --dry-run shows what would go.
     Gc {
+        /// Delete runs started before this: an age (30d, 12h) or a UTC timestamp.
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Delete this run, by id or uid (repeatable).
+        #[arg(long = "run")]
+        runs: Vec<String>,
         /// Keep traces younger than this many days.
-        #[arg(long, required_unless_present = "keep_max")]
+        #[arg(long)]
         keep_days: Option<u32>,
         /// Keep at most this many traces, the newest.
         #[arg(long)]
         keep_max: Option<u64>,
+        /// Then rewrite the store file without its free pages (SQLite VACUUM).
+        #[arg(long)]
+        vacuum: bool,
+        /// Show what would be deleted and freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// One run with its calls.
     Show {

@@ -1,7 +1,8 @@
 //! `tuningfork runs …`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tuningfork::audit::show::{self, RunView};
+use tuningfork::store::{Retention, RunSelection};
 
 use super::args::{GlobalArgs, RunsCommand};
 use super::{open_store, read_store};
@@ -15,20 +16,100 @@ pub fn run(global: &GlobalArgs, command: RunsCommand) -> Result<()> {
         RunsCommand::List { limit } => list(global, limit),
         RunsCommand::Show { id, full, json } => show(global, &id, full, json),
         RunsCommand::Gc {
+            older_than,
+            runs,
             keep_days,
             keep_max,
-        } => {
-            let pruned = open_store(global)?.prune_traces(&tuningfork::store::Retention {
+            vacuum,
+            dry_run,
+        } => gc(
+            global,
+            RunSelection { older_than, runs },
+            Retention {
                 keep_days,
                 keep_max,
-            })?;
-            println!(
-                "removed {} traces, {} calls and {} empty server runs",
-                pruned.traces, pruned.calls, pruned.runs
-            );
-            Ok(())
-        }
+            },
+            vacuum,
+            dry_run,
+        ),
     }
+}
+
+fn gc(
+    global: &GlobalArgs,
+    selection: RunSelection,
+    retention: Retention,
+    vacuum: bool,
+    dry_run: bool,
+) -> Result<()> {
+    let by_runs = selection.older_than.is_some() || !selection.runs.is_empty();
+    let by_traces = retention.keep_days.is_some() || retention.keep_max.is_some();
+    if !(by_runs || by_traces || vacuum) {
+        bail!(
+            "say what to collect: --older-than AGE or --run ID (runs), --keep-days N or \
+             --keep-max N (traces), --vacuum (free pages); add --dry-run to see first"
+        );
+    }
+    let store = open_store(global)?;
+    let would = if dry_run { "would delete" } else { "deleted" };
+    if by_runs {
+        let collected = store.collect_runs(&selection, dry_run)?;
+        for run in &collected.deleted {
+            println!(
+                "{would} run {:>4} {} {:<9} {:<11} {} ({} calls)",
+                run.id, run.uid, run.kind, run.status, run.started_at, run.calls
+            );
+        }
+        for run in &collected.kept {
+            println!(
+                "kept run {:>4} {} {:<9}: {}",
+                run.id,
+                run.uid,
+                run.kind,
+                run.kept_because.as_deref().unwrap_or_default()
+            );
+        }
+        let rows: Vec<String> = collected
+            .rows
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(table, n)| format!("{n} {table}"))
+            .collect();
+        println!(
+            "{would} {} runs ({}); kept {}",
+            collected.deleted.len(),
+            if rows.is_empty() {
+                "no rows".to_string()
+            } else {
+                rows.join(", ")
+            },
+            collected.kept.len()
+        );
+    }
+    if by_traces {
+        let pruned = store.prune_traces_or_count(&retention, dry_run)?;
+        println!(
+            "{would} {} traces, {} calls and {} empty server runs",
+            pruned.traces, pruned.calls, pruned.runs
+        );
+    }
+    if vacuum {
+        let v = store.vacuum(dry_run)?;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "store {}: {:.2} MiB {} {:.2} MiB{}",
+            global.store.display(),
+            mib(v.bytes_before),
+            if dry_run { "could shrink to" } else { "→" },
+            mib(v.bytes_after),
+            if dry_run && by_runs {
+                " (before this collection's deletions)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 fn list(global: &GlobalArgs, limit: usize) -> Result<()> {

@@ -124,7 +124,7 @@ fn trace_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TraceRecord> {
 
 /// A time bound as SQL: a timestamp (prefix) compared as text, or an age such as `12h`
 /// computed by SQLite from now. Anything else is refused with the forms that work.
-fn time_bound(text: &str) -> Result<(String, String), StoreError> {
+pub(crate) fn time_bound(text: &str) -> Result<(String, String), StoreError> {
     let bad = || {
         StoreError::Invalid(format!(
             "`{text}` is not a time: give a UTC timestamp such as 2026-11-22 or \
@@ -285,6 +285,15 @@ impl Store {
     /// other runs are never touched) and the finished `serve` runs left empty, in one
     /// transaction.
     pub fn prune_traces(&self, retention: &Retention) -> Result<Pruned, StoreError> {
+        self.prune_traces_or_count(retention, false)
+    }
+
+    /// As [`Store::prune_traces`]; with `dry_run`, counts what would go and keeps it.
+    pub fn prune_traces_or_count(
+        &self,
+        retention: &Retention,
+        dry_run: bool,
+    ) -> Result<Pruned, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sql_error(e))?;
         tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
@@ -331,7 +340,10 @@ impl Store {
             )
             .map_err(|e| self.sql_error(e))?;
         tx.execute("DELETE FROM doomed", [])
-            .and_then(|_| tx.commit())
+            .and_then(|_| match dry_run {
+                true => tx.rollback(),
+                false => tx.commit(),
+            })
             .map_err(|e| self.sql_error(e))?;
         Ok(Pruned {
             traces,
