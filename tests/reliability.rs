@@ -270,3 +270,86 @@ fn skipped_lines_and_dropped_rows_are_recorded_with_the_run_and_shown_in_its_aud
     );
     assert!(audit.contains("val   12 rows"), "{audit}");
 }
+
+/// Calls per run, and each run's computed calls with a request computed twice.
+fn calls_by_run(store: &Path) -> Vec<(i64, i64, i64)> {
+    let conn = rusqlite::Connection::open(store).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT run_id, COUNT(*),
+               (SELECT COUNT(*) FROM (SELECT request_hash FROM calls d
+                  WHERE d.run_id = c.run_id AND d.cached = 0 AND d.error IS NULL
+                  GROUP BY request_hash HAVING COUNT(*) > 1))
+             FROM calls c GROUP BY run_id ORDER BY run_id",
+        )
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn two_optimizations_and_an_evaluation_share_one_store_at_the_same_time() {
+    let _serial = serial();
+    let commands = |task: &Path| -> Vec<Vec<String>> {
+        let mut first = optimize_args(task);
+        first.extend(["--seed".into(), "1".into()]);
+        let mut second = optimize_args(task);
+        second.extend(["--seed".into(), "2".into()]);
+        let eval = vec![
+            "eval".to_string(),
+            task.display().to_string(),
+            "--json".into(),
+        ];
+        vec![first, second, eval]
+    };
+    // Each alone, in a store of its own: the reference outputs and call counts.
+    let mut alone = Vec::new();
+    for i in 0..3 {
+        let sandbox = Sandbox::new();
+        let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
+        let out = report(&sandbox.run(&strs(&commands(&task)[i])));
+        let calls = calls_by_run(&sandbox.store())[0].1;
+        alone.push((out, calls));
+    }
+
+    // All three at once on one store, a thread each (three engines on two cores would only
+    // fight over them; outputs do not depend on thread counts).
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 24, 12, 12);
+    let children: Vec<_> = commands(&task)
+        .iter()
+        .map(|args| {
+            let mut args = strs(args);
+            args.extend(["--threads", "1"]);
+            sandbox
+                .command_in(&models_dir(), &args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Value> = children
+        .into_iter()
+        .map(|c| report(&c.wait_with_output().unwrap()))
+        .collect();
+    for (i, (together, (reference, _))) in outputs.iter().zip(&alone).enumerate() {
+        if i < 2 {
+            assert_eq!(artifact_hashes(together), artifact_hashes(reference));
+        } else {
+            assert_eq!(together["score"], reference["score"], "{together}");
+        }
+    }
+    // Every run has every one of its calls, once; none computed a request twice.
+    let runs = calls_by_run(&sandbox.store());
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let mut counts: Vec<i64> = runs.iter().map(|r| r.1).collect();
+    let mut expected: Vec<i64> = alone.iter().map(|a| a.1).collect();
+    counts.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(counts, expected);
+    assert!(runs.iter().all(|r| r.2 == 0), "{runs:?}");
+    assert_eq!(integrity(&sandbox.store()), "ok");
+}

@@ -36,6 +36,9 @@ use crate::models::{HashMemo, ModelPin};
 /// The default store location, relative to the working directory.
 pub const DEFAULT_PATH: &str = "runs/tuningfork.sqlite";
 
+/// How long a write waits for another connection (or process) to finish its own.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Space set aside beside a store file, released when the disk is full: enough for the
 /// writes that record how runs ended.
 pub const RESERVE_BYTES: u64 = 256 * 1024;
@@ -192,7 +195,7 @@ impl Store {
         };
         store
             .conn()
-            .busy_timeout(std::time::Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| store.sql_error(e))?;
         let version = store.schema_version()?;
         let latest = MIGRATIONS.last().map_or(0, |m| m.0);
@@ -256,11 +259,24 @@ impl Store {
     fn configure(&self) -> Result<(), StoreError> {
         let conn = self.conn();
         conn.pragma_update(None, "foreign_keys", "ON")
-            .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(10)))
+            .and_then(|_| conn.busy_timeout(BUSY_TIMEOUT))
             .map_err(|e| self.sql_error(e))?;
         if self.path.is_some() {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            // Switching a new store to WAL needs it to itself, and SQLite does not wait for
+            // that: when other processes are opening the same new store, try again.
+            let started = std::time::Instant::now();
+            loop {
+                match conn.pragma_update(None, "journal_mode", "WAL") {
+                    Err(e)
+                        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                            && started.elapsed() < BUSY_TIMEOUT =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    result => break result.map_err(|e| self.sql_error(e))?,
+                }
+            }
+            conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| self.sql_error(e))?;
         }
         Ok(())
@@ -286,7 +302,17 @@ impl Store {
         }
         let mut conn = self.conn();
         for &(version, what, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            let tx = conn.transaction().map_err(|e| self.sql_error(e))?;
+            // Another process opening the store at the same moment may be migrating too:
+            // take the write lock first, then look again at what is left to do.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| self.sql_error(e))?;
+            let now: i64 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .map_err(|e| self.sql_error(e))?;
+            if now >= version {
+                continue;
+            }
             tx.execute_batch(sql)
                 .and_then(|_| tx.pragma_update(None, "user_version", version))
                 .and_then(|_| tx.commit())
@@ -487,6 +513,22 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let opened: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(|s| s.schema_version()))
+            })
+            .collect();
+        for handle in opened {
+            let version = handle.join().unwrap().unwrap().unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+        }
     }
 
     #[test]
