@@ -214,6 +214,9 @@ impl Generator {
             }
         }
 
+        // One line when a computation starts and one when its result is stored: how much
+        // work a killed process lost is the difference (`TUNINGFORK_LOG=calls=debug`).
+        tracing::debug!(target: "calls", "computing {hash}");
         match self
             .engine
             .submit_streaming(self.group, prepared.clone(), deltas)
@@ -221,6 +224,7 @@ impl Generator {
         {
             Ok(completion) => {
                 let call_id = record(Ok(&completion), false)?;
+                tracing::debug!(target: "calls", "stored {hash}");
                 Ok(Generated {
                     completion,
                     cached: false,
