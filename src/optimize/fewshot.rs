@@ -128,12 +128,16 @@ impl Optimizer for BootstrapFewShot {
 
 /// **BootstrapFewShot with random search**: zero-shot, labeled-only, the unshuffled bootstrap,
 /// then `candidates` bootstraps over seeded shuffles of the training split with seeded random
-/// demonstration counts; all are scored on the validation split together, and the best wins
-/// (the earliest among equals).
+/// demonstration counts, all scored on the validation split; the best wins (the earliest among
+/// equals). Candidates are made and scored in rounds of [`SEARCH_ROUND`], in proposal order, so
+/// that a large `candidates` under a budget holds only what it scores.
 pub struct RandomSearch {
     pub settings: BootstrapSettings,
     pub candidates: usize,
 }
+
+/// Shuffled bootstraps random search makes before it scores them.
+pub const SEARCH_ROUND: usize = 8;
 
 impl Optimizer for RandomSearch {
     fn name(&self) -> &'static str {
@@ -142,18 +146,28 @@ impl Optimizer for RandomSearch {
 
     fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
         Box::pin(async move {
-            let mut candidates = Vec::new();
-            for (label, program) in demo_sets(session, &self.settings, self.candidates).await? {
-                candidates.push(session.propose(label, program, Some(0))?);
+            let mut round = Vec::new();
+            for (label, program) in demo_sets(session, &self.settings, 0).await? {
+                round.push(session.propose(label, program, Some(0))?);
             }
             // Identical programs are scored once.
             let mut seen = BTreeSet::new();
-            let distinct: Vec<Candidate> = candidates
-                .iter()
-                .filter(|c| seen.insert(c.hash.clone()))
-                .cloned()
-                .collect();
-            session.score_all(&distinct).await?;
+            let mut made = 0;
+            loop {
+                let distinct: Vec<Candidate> = round
+                    .drain(..)
+                    .filter(|c| seen.insert(c.hash.clone()))
+                    .collect();
+                session.score_all(&distinct).await?;
+                if made == self.candidates {
+                    break;
+                }
+                for c in made..(made + SEARCH_ROUND).min(self.candidates) {
+                    let (label, program) = shuffled_set(session, &self.settings, c).await?;
+                    round.push(session.propose(label, program, Some(0))?);
+                    made += 1;
+                }
+            }
             session
                 .best()
                 .ok_or_else(|| OptimizeError::Invalid("no candidate was scored".into()))
@@ -187,24 +201,35 @@ pub(super) async fn demo_sets(
     .await?;
     sets.push(("bootstrap".to_string(), program));
     for c in 0..shuffled_count {
-        let mut rng = session.rng(&format!("random-search:{c}"));
-        let order = shuffled(&mut rng, n);
-        let size = if settings.max_bootstrapped == 0 {
-            0
-        } else {
-            1 + (rng.next_u64() % settings.max_bootstrapped as u64) as usize
-        };
-        let program = bootstrap(
-            session,
-            settings,
-            &order,
-            size,
-            &format!("random-search:{c}"),
-        )
-        .await?;
-        sets.push((format!("bootstrap shuffle {c} ({size} traced)"), program));
+        sets.push(shuffled_set(session, settings, c).await?);
     }
     Ok(sets)
+}
+
+/// Shuffled bootstrap number `c`: over a seeded shuffle of the training split, with a seeded
+/// random number of traced demonstrations.
+async fn shuffled_set(
+    session: &Session,
+    settings: &BootstrapSettings,
+    c: usize,
+) -> Result<(String, Program), OptimizeError> {
+    let n = session.train().0.len();
+    let mut rng = session.rng(&format!("random-search:{c}"));
+    let order = shuffled(&mut rng, n);
+    let size = if settings.max_bootstrapped == 0 {
+        0
+    } else {
+        1 + (rng.next_u64() % settings.max_bootstrapped as u64) as usize
+    };
+    let program = bootstrap(
+        session,
+        settings,
+        &order,
+        size,
+        &format!("random-search:{c}"),
+    )
+    .await?;
+    Ok((format!("bootstrap shuffle {c} ({size} traced)"), program))
 }
 
 /// Bootstraps demonstrations for every predictor of the student: the teacher runs over the

@@ -93,7 +93,11 @@ fn breakage() -> impl Strategy<Value = Breakage> {
         (0usize..2).prop_map(Breakage::Missing),
         any::<Index>().prop_map(Breakage::Cut),
         json_value(true)
-            .prop_map(|v| if v.is_object() { Value::Array(vec![v]) } else { v })
+            .prop_map(|v| if v.is_object() {
+                Value::Array(vec![v])
+            } else {
+                v
+            })
             .prop_map(Breakage::NotObject),
         proptest::strategy::Just(Breakage::KeyTwice),
         any::<Index>().prop_map(Breakage::NotUtf8),
@@ -132,7 +136,9 @@ fn case() -> impl Strategy<Value = Case> {
 /// The program's fields and where the file keeps them: `text` is written as `review`.
 fn needed() -> (Vec<String>, BTreeMap<String, String>) {
     let needed = vec!["text".to_string(), "sentiment".to_string()];
-    let mapping = [("text".to_string(), "review".to_string())].into_iter().collect();
+    let mapping = [("text".to_string(), "review".to_string())]
+        .into_iter()
+        .collect();
     (needed, mapping)
 }
 
@@ -168,7 +174,11 @@ fn broken_line(row: &Row, breakage: &Breakage) -> Vec<u8> {
 }
 
 /// The file's bytes and, for each row, the number of the line it is on.
-fn layout_file(rows: &[Row], broken: Option<(usize, &Breakage)>, layout: &Layout) -> (Vec<u8>, Vec<usize>) {
+fn layout_file(
+    rows: &[Row],
+    broken: Option<(usize, &Breakage)>,
+    layout: &Layout,
+) -> (Vec<u8>, Vec<usize>) {
     let mut lines: Vec<(Option<usize>, Vec<u8>)> = rows
         .iter()
         .enumerate()
@@ -185,7 +195,11 @@ fn layout_file(rows: &[Row], broken: Option<(usize, &Breakage)>, layout: &Layout
         lines.insert(p, (None, blank.as_bytes().to_vec()));
     }
     let ending: &[u8] = if layout.crlf { b"\r\n" } else { b"\n" };
-    let mut bytes = if layout.bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+    let mut bytes = if layout.bom {
+        b"\xEF\xBB\xBF".to_vec()
+    } else {
+        Vec::new()
+    };
     let mut line_of_row = vec![0; rows.len()];
     let count = lines.len();
     for (n, (row, line)) in lines.into_iter().enumerate() {
@@ -251,27 +265,42 @@ fn check_rows(
     let kept = kept.map_err(|e| TestCaseError::fail(format!("skip mode refused the file: {e}")))?;
     match broken {
         None => {
-            let examples = read.map_err(|e| TestCaseError::fail(format!("valid rows refused: {e}")))?;
+            let examples =
+                read.map_err(|e| TestCaseError::fail(format!("valid rows refused: {e}")))?;
             prop_assert_eq!(examples.len(), rows.len());
-            prop_assert!(skipped.is_empty(), "nothing to skip, yet {:?}", skipped);
+            prop_assert!(skipped.is_empty(), "nothing to skip, yet {skipped:?}");
         }
         Some((k, breakage)) => {
             let location = format!("{shown}:{}: ", line_of_row[k]);
             let message = match read {
-                Ok(_) => return Err(TestCaseError::fail(format!("line {} is broken, yet the file was read", line_of_row[k]))),
+                Ok(_) => {
+                    return Err(TestCaseError::fail(format!(
+                        "line {} is broken, yet the file was read",
+                        line_of_row[k]
+                    )))
+                }
                 Err(e) => e.to_string(),
             };
-            prop_assert!(message.contains(&location), "the error does not start at {location}: {message}");
             prop_assert!(
-                breakage.expected().iter().any(|words| message.contains(words)),
+                message.contains(&location),
+                "the error does not start at {location}: {message}"
+            );
+            prop_assert!(
+                breakage
+                    .expected()
+                    .iter()
+                    .any(|words| message.contains(words)),
                 "the error does not say {:?}: {message}",
                 breakage.expected()
             );
             if let Breakage::Missing(which) = breakage {
                 let field = if *which == 0 { "`text`" } else { "`sentiment`" };
-                prop_assert!(message.contains(field), "the error does not name {field}: {message}");
+                prop_assert!(
+                    message.contains(field),
+                    "the error does not name {field}: {message}"
+                );
             }
-            prop_assert_eq!(skipped.len(), 1, "skipped {:?}", skipped);
+            prop_assert!(skipped.len() == 1, "skipped {skipped:?}");
             prop_assert_eq!(&skipped[0].source, &format!("{shown}:{}", line_of_row[k]));
             prop_assert_eq!(kept.len(), rows.len() - 1);
         }
@@ -313,7 +342,10 @@ fn check_any(
 ) -> Result<(), TestCaseError> {
     if let Err(e) = no_panic("read_jsonl", || read_jsonl(path, needed, mapping))? {
         let message = e.to_string();
-        prop_assert!(message.contains(shown), "the error does not name {shown}: {message}");
+        prop_assert!(
+            message.contains(shown),
+            "the error does not name {shown}: {message}"
+        );
     }
     let spec = DatasetSpec {
         path: Some(path.to_path_buf()),
@@ -326,7 +358,7 @@ fn check_any(
         overlap: Default::default(),
         broken_lines: BrokenLines::Refuse,
     };
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
     if let Err(e) = no_panic("dataset::load", || load(&spec, base, needed))? {
         let message = e.to_string();
         // Known gap (reported): an empty split names the split, not the file.

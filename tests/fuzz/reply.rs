@@ -6,7 +6,7 @@
 //! each a value of its type, or the error names a declared field; and a reply that the
 //! predictor's own grammar accepts always parses (the grammar is what decoding enforces).
 
-use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_oneof, Strategy};
+use proptest::prelude::{any, prop, prop_assert, prop_oneof, Strategy};
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
@@ -73,13 +73,16 @@ fn piece() -> impl Strategy<Value = Piece> {
 fn case() -> impl Strategy<Value = Case> {
     let typed = (prop::bool::weighted(0.8), any::<Index>(), value());
     prop_oneof![
-        (any::<Index>(), prop::collection::vec(piece(), 0..10), any::<bool>()).prop_map(
-            |(predictor, pieces, crlf)| Case::Lines {
+        (
+            any::<Index>(),
+            prop::collection::vec(piece(), 0..10),
+            any::<bool>()
+        )
+            .prop_map(|(predictor, pieces, crlf)| Case::Lines {
                 predictor,
                 pieces,
                 crlf
-            }
-        ),
+            }),
         (any::<Index>(), prop::collection::vec(typed, 0..9))
             .prop_map(|(predictor, values)| Case::InOrder { predictor, values }),
     ]
@@ -186,7 +189,9 @@ pub fn well_typed(field: &OutputField, value: &Value) -> bool {
         FieldType::Text => value
             .as_str()
             .is_some_and(|s| !s.is_empty() && s.trim() == s && !s.contains('\n')),
-        FieldType::Choice { choices } => value.as_str().is_some_and(|s| choices.iter().any(|c| c == s)),
+        FieldType::Choice { choices } => value
+            .as_str()
+            .is_some_and(|s| choices.iter().any(|c| c == s)),
         FieldType::Integer => value.is_i64(),
         FieldType::Number => value.is_number(),
         FieldType::Boolean => value.is_boolean(),
@@ -209,7 +214,10 @@ pub fn check_parsed(
             let mut declared: Vec<&String> = fields.iter().map(|f| &f.name).collect();
             declared.sort();
             declared.dedup();
-            prop_assert_eq!(names, declared, "reply {:?}", reply);
+            prop_assert!(
+                names == declared,
+                "fields {names:?}, declared {declared:?}, reply {reply:?}"
+            );
             for field in fields {
                 let value = &values[&field.name];
                 prop_assert!(
@@ -222,7 +230,9 @@ pub fn check_parsed(
         }
         Err(e) => {
             prop_assert!(
-                fields.iter().any(|f| e.0.contains(&format!("`{}`", f.name))),
+                fields
+                    .iter()
+                    .any(|f| e.0.contains(&format!("`{}`", f.name))),
                 "the error names no field: {e}"
             );
         }
@@ -290,9 +300,8 @@ fn replies_never_panic_and_parse_into_the_declared_fields() {
         if no_panic("Grammar::matches", || grammars[index].matches(&reply))? {
             prop_assert!(
                 parsed.is_ok(),
-                "the grammar of `{}` accepts {reply:?}, but the adapter refuses it: {:?}",
-                step.name,
-                parsed
+                "the grammar of `{}` accepts {reply:?}, but the adapter refuses it: {parsed:?}",
+                step.name
             );
         }
         Ok(())

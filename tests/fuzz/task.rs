@@ -46,7 +46,10 @@ fn case() -> impl Strategy<Value = Case> {
 
 #[test]
 fn task_files_never_panic_and_errors_name_the_file() {
-    let examples = [example("sentiment/task.toml"), example("contacts/task.toml")];
+    let examples = [
+        example("sentiment/task.toml"),
+        example("contacts/task.toml"),
+    ];
     let dir = tempfile::tempdir().unwrap();
     // A space and a non-ASCII letter: the name must come through as written.
     let path = dir.path().join("fuzzed tâsk.toml");
