@@ -80,6 +80,8 @@ peak = max((s[2] for s in samples), default=0)
 print(f"soak: {elapsed / 60:.1f} min, 4 loops on one engine, {count} calls "
       f"({cached} from the cache), {count / elapsed:.1f} calls/s")
 print(f"deadlocks: {1 if deadlocked else 0}; exit status {p.returncode}")
+size = sum(os.path.getsize(store + ext) for ext in ("", "-wal") if os.path.exists(store + ext))
+print(f"store: {size / 2**20:.1f} MiB, {size / max(count, 1) * 1000 / 2**20:.2f} MiB per 1000 calls")
 print(f"resident memory: {start_rss:.1f} MiB at {settled[0][0] if settled else 0:.0f} s, "
       f"{end_rss:.1f} MiB at the end, peak {peak:.1f} MiB")
 flat = end_rss <= start_rss * 1.10 + 16

@@ -220,7 +220,8 @@ pub fn read(
     let mut ended = false;
     let mut counts = std::collections::BTreeMap::new();
     for (index, line) in input.lines().enumerate() {
-        let line = line?;
+        let line =
+            line.map_err(|e| invalid(format!("line {}: not UTF-8 text ({e})", index + 1)))?;
         if line.trim().is_empty() {
             continue;
         }

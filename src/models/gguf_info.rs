@@ -82,7 +82,13 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, ModelError> {
         source,
     })?;
     // candle appends a backtrace to some messages; the first line is the user's part.
-    let content = Content::read(&mut file).map_err(|e| {
+    // A damaged header can make candle's reader panic (an alignment of 0 divides by zero):
+    // that is a bad file, reported like any other.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Content::read(&mut std::io::BufReader::new(&mut file))
+    }))
+    .map_err(|_| gguf_error("the header is damaged (its reader gave up)".into()))?;
+    let content = read.map_err(|e| {
         let text = e.to_string();
         gguf_error(
             text.lines()

@@ -162,11 +162,12 @@ impl Optimizer for RandomSearch {
                 if made == self.candidates {
                     break;
                 }
-                for c in made..(made + SEARCH_ROUND).min(self.candidates) {
+                let next = (made + SEARCH_ROUND).min(self.candidates);
+                for c in made..next {
                     let (label, program) = shuffled_set(session, &self.settings, c).await?;
                     round.push(session.propose(label, program, Some(0))?);
-                    made += 1;
                 }
+                made = next;
             }
             session
                 .best()

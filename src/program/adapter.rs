@@ -152,13 +152,9 @@ pub fn parse(fields: &[OutputField], reply: &str) -> Result<Values, ParseError> 
 pub fn parse_value(field: &OutputField, raw: &str) -> Result<Value, ParseError> {
     let bad = |what: &str| ParseError(format!("`{}` must be {what}, got {raw:?}", field.name));
     match &field.ty {
-        FieldType::Text => {
-            if raw.is_empty() {
-                Err(bad("non-empty text"))
-            } else {
-                Ok(Value::String(raw.to_string()))
-            }
-        }
+        // The grammar lets a text value be spaces only; that is an empty answer (which a
+        // metric scores as such), not a reply that fails to parse.
+        FieldType::Text => Ok(Value::String(raw.to_string())),
         FieldType::Choice { choices } => choices
             .iter()
             .find(|c| c.as_str() == raw)
@@ -295,7 +291,8 @@ mod tests {
             .contains("one of: Yes"));
         assert!(parse_value(&field(FieldType::Integer), "3.5").is_err());
         assert!(parse_value(&field(FieldType::List), "[1, 2]").is_err());
-        assert!(parse_value(&field(FieldType::Text), "").is_err());
+        // Spaces only, as the grammar allows: an empty answer, not a failure.
+        assert_eq!(parse_value(&field(FieldType::Text), "").unwrap(), json!(""));
         let err = parse(&reply_fields(&signature(), false), "label: positive").unwrap_err();
         assert!(err.0.contains("`stars` is missing"));
     }

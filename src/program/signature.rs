@@ -104,10 +104,10 @@ impl Signature {
                 }
                 if let Some(bad) = choices
                     .iter()
-                    .find(|c| c.trim().is_empty() || c.contains('\n'))
+                    .find(|c| c.trim().is_empty() || c.contains('\n') || c.trim() != c.as_str())
                 {
                     return Err(SignatureError(format!(
-                        "output field `{}` has the choice {bad:?}; choices must be non-empty and on one line",
+                        "output field `{}` has the choice {bad:?}; choices must be non-empty, on one line, and without spaces around them",
                         field.name
                     )));
                 }

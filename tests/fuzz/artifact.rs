@@ -178,7 +178,8 @@ fn artifacts_never_panic_and_edits_never_keep_the_hash() {
         }
         let hash = artifact.content_hash();
         no_panic("Artifact::diff", || original.diff(&artifact))?;
-        no_panic("Artifact::check_runs_on", || {
+        // Whether it runs is the edit's business; it must answer, not panic.
+        let _ = no_panic("Artifact::check_runs_on", || {
             artifact.check_runs_on(
                 &hash,
                 &original.task,

@@ -343,7 +343,7 @@ fn forged(
         // Whether every forged row can be read back is not checked here (see the report on
         // `import_run_records`); exporting it must not panic.
         let mut out = Vec::new();
-        no_panic("bundle::export", || bundle::export(&store, run, &mut out))?;
+        let _ = no_panic("bundle::export", || bundle::export(&store, run, &mut out))?;
     }
     Ok(())
 }

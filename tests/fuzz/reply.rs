@@ -186,9 +186,10 @@ fn every_type() -> Predictor {
 /// Whether `value` is what a field of this type parses to.
 pub fn well_typed(field: &OutputField, value: &Value) -> bool {
     match &field.ty {
+        // Text may be empty (a reply of spaces only is an empty answer), never padded.
         FieldType::Text => value
             .as_str()
-            .is_some_and(|s| !s.is_empty() && s.trim() == s && !s.contains('\n')),
+            .is_some_and(|s| s.trim() == s && !s.contains('\n')),
         FieldType::Choice { choices } => value
             .as_str()
             .is_some_and(|s| choices.iter().any(|c| c == s)),
