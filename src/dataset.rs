@@ -111,27 +111,32 @@ impl std::fmt::Display for DataCleaning {
         let mut parts = Vec::new();
         if !self.skipped.is_empty() {
             parts.push(format!(
-                "skipped {} broken lines ({})",
-                self.skipped.len(),
+                "skipped {} ({})",
+                count(self.skipped.len(), "broken line"),
                 list(self.skipped.iter().map(|s| s.source.as_str()).collect())
             ));
         }
         if !self.dropped.is_empty() {
             parts.push(format!(
-                "dropped {} train/val rows that the test split repeats ({})",
-                self.dropped.len(),
+                "dropped {} that the test split repeats ({})",
+                count(self.dropped.len(), "train/val row"),
                 list(self.dropped.iter().map(String::as_str).collect())
             ));
         }
         if !self.accepted.is_empty() {
             parts.push(format!(
-                "kept {} test examples that train or val repeats ({})",
-                self.accepted.len(),
+                "kept {} that train or val repeats ({})",
+                count(self.accepted.len(), "test example"),
                 list(self.accepted.iter().map(String::as_str).collect())
             ));
         }
         f.write_str(&parts.join("; "))
     }
+}
+
+/// `n thing`, with an `s` when `n` is not one.
+fn count(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A line left out of a dataset, and why.
@@ -1002,6 +1007,14 @@ mod tests {
         assert!(skipped[2].ends_with("some-bad.jsonl:12"), "{skipped:?}");
         assert!(data.cleaning.skipped[1].reason.contains("`sentiment`"));
         assert!(data.cleaning.to_string().contains("skipped 3 broken lines"));
+        let one = DataCleaning {
+            dropped: vec!["d.jsonl:2".into()],
+            ..DataCleaning::default()
+        };
+        assert!(
+            one.to_string().contains("dropped 1 train/val row that"),
+            "{one}"
+        );
         // The choice is part of the task as written, so it is in the spec a run records.
         let toml = toml::to_string(&s).unwrap();
         assert!(toml.contains("broken_lines = \"skip\""), "{toml}");

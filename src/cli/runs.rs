@@ -76,14 +76,20 @@ fn gc(
             .map(|(table, n)| format!("{n} {table}"))
             .collect();
         println!(
-            "{would} {} runs ({}); kept {}",
+            "{would} {} runs ({}); kept {}; {:.2} MiB free in the store file after that{}",
             collected.deleted.len(),
             if rows.is_empty() {
                 "no rows".to_string()
             } else {
                 rows.join(", ")
             },
-            collected.kept.len()
+            collected.kept.len(),
+            collected.free_bytes as f64 / (1024.0 * 1024.0),
+            if vacuum {
+                ""
+            } else {
+                " (--vacuum gives it back)"
+            }
         );
     }
     if by_traces {
@@ -103,7 +109,7 @@ fn gc(
             if dry_run { "could shrink to" } else { "→" },
             mib(v.bytes_after),
             if dry_run && by_runs {
-                " (before this collection's deletions)"
+                " (before this collection's deletions; see above for after)"
             } else {
                 ""
             }

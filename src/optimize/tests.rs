@@ -293,6 +293,41 @@ fn random_search_breaks_ties_by_the_earliest_proposal() {
 }
 
 #[test]
+fn random_search_in_rounds_proposes_every_candidate_in_order_and_scores_each_once() {
+    let shuffled = 2 * super::fewshot::SEARCH_ROUND + 3;
+    let spec = spec(OptimizerConfig::RandomSearch {
+        settings: bootstrap_settings(),
+        candidates: shuffled,
+    });
+    let lm = Arc::new(oracle(|_| true));
+    let l = Loop::new(&spec);
+    l.run(&spec, &lm, Budget::default(), Arc::new(Silent))
+        .unwrap();
+    let rows = l.store.candidates(l.optimization_id).unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    // The starting program, the fixed three, then every shuffle in order.
+    assert_eq!(labels.len(), 4 + shuffled, "{labels:?}");
+    assert_eq!(
+        labels[..4],
+        ["baseline", "zero-shot", "labeled k=4", "bootstrap"]
+    );
+    for (c, label) in labels[4..].iter().enumerate() {
+        assert!(
+            label.starts_with(&format!("bootstrap shuffle {c} ")),
+            "{labels:?}"
+        );
+    }
+    assert!(rows.iter().enumerate().all(|(i, r)| r.ordinal == i as i64));
+    // Identical programs within the search are scored once: a program's first proposal
+    // carries its score (the starting program is scored before the search, on its own).
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &rows[1..] {
+        let first = seen.insert(row.program_hash.clone());
+        assert_eq!(row.val_score.is_some(), first, "{}", row.label);
+    }
+}
+
+#[test]
 fn a_resumed_loop_asks_for_nothing_it_already_has() {
     let spec = spec(OptimizerConfig::RandomSearch {
         settings: bootstrap_settings(),

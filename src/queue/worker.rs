@@ -455,6 +455,11 @@ async fn cycle(
         }
     };
     store.set_cycle_run(cycle_id, &report.run.uid)?;
+    if report.run.status == crate::store::RunStatus::Interrupted {
+        // Stopped by a full disk: like any interruption, the cycle is resumed later.
+        store.finish_cycle(cycle_id, "interrupted", None, None, None, None)?;
+        return Ok(None);
+    }
     let error = report.first_error().map(str::to_string);
     let decision = match (&spec.promote, &error) {
         (Some(name), None) => Some(gate(ws, name, spec.margin, &report)?),

@@ -9,8 +9,8 @@ pub enum StoreError {
     #[error(
         "the store {path} is read-only: {reason}. This command writes to the store: pass \
          --store PATH (or set TUNINGFORK_STORE) to use a writable file, or copy the store \
-         somewhere writable. Commands that only read (runs list, runs show, runs audit, runs \
-         export, artifacts list, status, report) work on it as it is"
+         somewhere writable. Commands that only read (runs list|show|audit|export, artifacts \
+         list|show|diff|export, queue list|show, status, report) work on it as it is"
     )]
     ReadOnly { path: PathBuf, reason: String },
     #[error("store {path}: {message}")]

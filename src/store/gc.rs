@@ -2,10 +2,14 @@
 //!
 //! What is never deleted: artifacts and promotions (content, small, and what `serve` and
 //! rollbacks use); a run still running; a run whose loop produced an artifact that a name
-//! points or pointed at (its provenance); a run of a queued job that is still active. A
-//! deleted run takes its calls, results, candidates, traces, import record and replays with
-//! it, and the replay runs made of it.
+//! points or pointed at (its provenance); the run of a queue cycle not yet finished; the
+//! replays of a kept run (unless named) and the run a kept replay replayed. A deleted run
+//! takes its calls, results, candidates, traces, import record and replays with it, and the
+//! replay runs made of it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use super::traces::time_bound;
@@ -42,6 +46,8 @@ pub struct Collected {
     pub kept: Vec<GcRun>,
     /// Rows deleted with the runs, by table.
     pub rows: Vec<(String, usize)>,
+    /// Free pages in the store file after the deletions, in bytes: what `VACUUM` gives back.
+    pub free_bytes: u64,
 }
 
 impl Collected {
@@ -50,7 +56,7 @@ impl Collected {
     }
 }
 
-/// The store file's size and how much of it is free pages, before and after a `VACUUM`.
+/// The store file's size before and after a `VACUUM` (in a dry run: after, as it would be).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Vacuumed {
     pub bytes_before: u64,
@@ -103,10 +109,9 @@ const KEEP: &[(&str, &str)] = &[
            ON p.hash = o.artifact_hash WHERE o.run_id = ?1)",
     ),
     (
-        "a queued job that is still active ran it",
-        "SELECT EXISTS (SELECT 1 FROM job_cycles c JOIN jobs j ON j.id = c.job_id
-           JOIN runs r ON r.uid = c.run_uid
-           WHERE r.id = ?1 AND j.status IN ('queued', 'running', 'waiting'))",
+        "a queued job's cycle still running uses it",
+        "SELECT EXISTS (SELECT 1 FROM job_cycles c JOIN runs r ON r.uid = c.run_uid
+           WHERE r.id = ?1 AND c.status IN ('running', 'interrupted'))",
     ),
 ];
 
@@ -139,6 +144,7 @@ impl Store {
                 .map_err(sql)?;
             selected.extend(ids);
         }
+        let mut named = Vec::new();
         for id in &selection.runs {
             let number: i64 = id.parse().unwrap_or(-1);
             let found: Option<i64> = tx
@@ -147,23 +153,11 @@ impl Store {
                     rusqlite::params![number, id],
                     |r| r.get(0),
                 )
-                .ok();
-            selected.push(found.ok_or_else(|| StoreError::NoSuchRun(id.clone()))?);
-        }
-        // The replay runs made of a selected run go with it.
-        let mut i = 0;
-        while i < selected.len() {
-            let mut stmt = tx
-                .prepare("SELECT replay_run_id FROM replays WHERE run_id = ?1 AND replay_run_id IS NOT NULL")
+                .optional()
                 .map_err(sql)?;
-            let replays = stmt
-                .query_map([selected[i]], |r| r.get::<_, i64>(0))
-                .map_err(sql)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sql)?;
-            selected.extend(replays);
-            i += 1;
+            named.push(found.ok_or_else(|| StoreError::NoSuchRun(id.clone()))?);
         }
+        selected.extend(&named);
         selected.sort_unstable();
         selected.dedup();
 
@@ -171,66 +165,97 @@ impl Store {
             dry_run,
             ..Collected::default()
         };
-        let mut doomed = Vec::new();
-        for id in selected {
-            let mut run = tx
-                .query_row(
-                    "SELECT id, uid, kind, status, started_at,
-                       (SELECT COUNT(*) FROM calls WHERE run_id = runs.id)
-                     FROM runs WHERE id = ?1",
-                    [id],
-                    |r| {
-                        Ok(GcRun {
-                            id: r.get(0)?,
-                            uid: r.get(1)?,
-                            kind: r.get(2)?,
-                            status: r.get(3)?,
-                            started_at: r.get(4)?,
-                            calls: r.get(5)?,
-                            kept_because: None,
-                        })
-                    },
-                )
-                .map_err(sql)?;
-            for (reason, query) in KEEP {
+        // Decide what stays before anything is added: a run kept for its own sake keeps its
+        // replays (unless named) and the runs its replays replayed; a run that goes takes the
+        // replay runs made of it. Repeat until nothing changes.
+        let mut replays_of = tx
+            .prepare(
+                "SELECT replay_run_id FROM replays WHERE run_id = ?1 AND replay_run_id IS NOT NULL",
+            )
+            .map_err(sql)?;
+        let mut replayed_by = tx
+            .prepare("SELECT run_id FROM replays WHERE replay_run_id = ?1")
+            .map_err(sql)?;
+        let ids = |stmt: &mut rusqlite::Statement<'_>, id: i64| -> Result<Vec<i64>, StoreError> {
+            stmt.query_map([id], |r| r.get::<_, i64>(0))
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)
+        };
+        let mut kept: BTreeMap<i64, String> = BTreeMap::new();
+        let mut queue: Vec<i64> = selected.clone();
+        let mut doomed: BTreeSet<i64> = BTreeSet::new();
+        while let Some(id) = queue.pop() {
+            if kept.contains_key(&id) || doomed.contains(&id) {
+                continue;
+            }
+            let mut reason = None;
+            for (why, query) in KEEP {
                 let keep: bool = tx.query_row(query, [id], |r| r.get(0)).map_err(sql)?;
                 if keep {
-                    run.kept_because = Some(reason.to_string());
+                    reason = Some(why.to_string());
                     break;
                 }
             }
-            match run.kept_because {
-                Some(_) => collected.kept.push(run),
+            if reason.is_none() {
+                if let Some(original) = ids(&mut replayed_by, id)?
+                    .into_iter()
+                    .find(|o| !selected.contains(o) || kept.contains_key(o))
+                {
+                    if !named.contains(&id) {
+                        reason = Some(format!("it replays run {original}, which stays"));
+                    }
+                }
+            }
+            match reason {
+                Some(why) => {
+                    kept.insert(id, why);
+                    // The run it replayed stays with it, and so do its own replays.
+                    for original in ids(&mut replayed_by, id)? {
+                        if doomed.remove(&original) {
+                            kept.insert(original, "a kept run replays it".into());
+                        }
+                    }
+                    for replay in ids(&mut replays_of, id)? {
+                        if !named.contains(&replay) && doomed.remove(&replay) {
+                            kept.insert(replay, format!("it replays run {id}, which stays"));
+                        }
+                    }
+                }
                 None => {
-                    doomed.push(id);
-                    collected.deleted.push(run);
+                    doomed.insert(id);
+                    queue.extend(ids(&mut replays_of, id)?);
                 }
             }
         }
-        // A kept run's replays keep the runs they replayed.
-        let kept_replays: Vec<i64> = {
-            let mut stmt = tx
-                .prepare("SELECT run_id FROM replays WHERE replay_run_id = ?1")
-                .map_err(sql)?;
-            let mut needed = Vec::new();
-            for run in &collected.kept {
-                let ids = stmt
-                    .query_map([run.id], |r| r.get::<_, i64>(0))
-                    .map_err(sql)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(sql)?;
-                needed.extend(ids);
-            }
-            needed
+        drop((replays_of, replayed_by));
+        let describe = |id: i64, kept_because: Option<String>| -> Result<GcRun, StoreError> {
+            tx.query_row(
+                "SELECT id, uid, kind, status, started_at,
+                   (SELECT COUNT(*) FROM calls WHERE run_id = runs.id)
+                 FROM runs WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(GcRun {
+                        id: r.get(0)?,
+                        uid: r.get(1)?,
+                        kind: r.get(2)?,
+                        status: r.get(3)?,
+                        started_at: r.get(4)?,
+                        calls: r.get(5)?,
+                        kept_because,
+                    })
+                },
+            )
+            .map_err(sql)
         };
-        for id in kept_replays {
-            if let Some(pos) = collected.deleted.iter().position(|r| r.id == id) {
-                let mut run = collected.deleted.remove(pos);
-                run.kept_because = Some("a kept run replays it".into());
-                collected.kept.push(run);
-                doomed.retain(|d| *d != id);
-            }
+        for id in &doomed {
+            collected.deleted.push(describe(*id, None)?);
         }
+        for (id, why) in &kept {
+            collected.kept.push(describe(*id, Some(why.clone()))?);
+        }
+        let doomed: Vec<i64> = doomed.into_iter().collect();
         if !doomed.is_empty() {
             tx.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS gc_doomed (id INTEGER PRIMARY KEY);
@@ -252,6 +277,13 @@ impl Store {
             }
             tx.execute("DELETE FROM gc_doomed", []).map_err(sql)?;
         }
+        // What a VACUUM would then give back: the free pages, deletions included.
+        let pages = |pragma: &str| -> Result<u64, StoreError> {
+            tx.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(sql)
+        };
+        collected.free_bytes = pages("freelist_count")? * pages("page_size")?;
         if dry_run {
             tx.rollback().map_err(sql)?;
         } else {
@@ -370,6 +402,63 @@ mod tests {
         let after = store.vacuum(false).unwrap();
         assert_eq!(before.bytes_before, after.bytes_before);
         assert!(after.bytes_after <= after.bytes_before);
+    }
+
+    #[test]
+    fn a_kept_run_keeps_its_replays_and_a_kept_replay_its_original() {
+        let (_dir, store) = store();
+        // Run 2 (kept: its artifact is promoted) was replayed by run 6, a recent run.
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO runs (id, uid, kind, config_json, status, started_at,
+                   engine_fingerprint_json, engine_fingerprint_id, host) VALUES
+                   (6, 'u6', 'replay', '{}', 'completed', '2099-01-02', '{}', 'f', 'h');
+                 INSERT INTO replays (run_id, replay_run_id, checked, identical, diverged,
+                   skipped, fingerprint_differences_json, report_json)
+                   VALUES (2, 6, 2, 2, 0, 0, '[]', '{}');",
+            )
+            .unwrap();
+        let done = store
+            .collect_runs(
+                &RunSelection {
+                    older_than: Some("2021-01-01".into()),
+                    runs: vec![],
+                },
+                false,
+            )
+            .unwrap();
+        let ids = |runs: &[GcRun]| runs.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(&done.deleted), [1, 3]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs WHERE id = 6"), 1);
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM replays WHERE run_id = 2"),
+            1
+        );
+        // Named, the replay goes (its original stays).
+        let done = store
+            .collect_runs(
+                &RunSelection {
+                    older_than: None,
+                    runs: vec!["6".into()],
+                },
+                false,
+            )
+            .unwrap();
+        assert_eq!(ids(&done.deleted), [6]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs WHERE id = 2"), 1);
+        // A dry run counts what a vacuum would give back after its deletions: what the
+        // collection itself then reports, and what the vacuum measures.
+        let five = RunSelection {
+            older_than: None,
+            runs: vec!["5".into()],
+        };
+        let dry = store.collect_runs(&five, true).unwrap();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs WHERE id = 5"), 1);
+        let real = store.collect_runs(&five, false).unwrap();
+        assert_eq!(dry.free_bytes, real.free_bytes);
+        let v = store.vacuum(true).unwrap();
+        assert_eq!(v.bytes_before - v.bytes_after, real.free_bytes);
     }
 
     #[test]

@@ -97,6 +97,13 @@ impl Store {
     /// store that cannot be written (see [`read_only_reason`]) is refused here, before a
     /// command loads a model or starts work it could not record.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_without_reserve(path)?;
+        store.keep_reserve();
+        Ok(store)
+    }
+
+    /// [`Store::open`] without setting space aside (commands that only read).
+    fn open_without_reserve(path: &Path) -> Result<Store, StoreError> {
         if let Some(reason) = read_only_reason(path) {
             return Err(StoreError::ReadOnly {
                 path: path.to_path_buf(),
@@ -117,7 +124,6 @@ impl Store {
         };
         store.configure()?;
         store.migrate()?;
-        store.keep_reserve();
         Ok(store)
     }
 
@@ -131,13 +137,18 @@ impl Store {
 
     /// Sets [`RESERVE_BYTES`] aside beside the store, if they are not already: when the disk
     /// fills up during a run, releasing them is what lets the run be recorded as interrupted.
-    fn keep_reserve(&self) {
+    /// The bytes are not zeros, which a compressing file system would not store.
+    pub(crate) fn keep_reserve(&self) {
         let Some(reserve) = self.reserve_path() else {
             return;
         };
         let have = std::fs::metadata(&reserve).map_or(0, |m| m.len());
         if have < RESERVE_BYTES {
-            let written = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES as usize]);
+            let mut rng = crate::random::Rng::new(RESERVE_BYTES);
+            let bytes: Vec<u8> = (0..RESERVE_BYTES / 8)
+                .flat_map(|_| rng.next_u64().to_le_bytes())
+                .collect();
+            let written = std::fs::write(&reserve, bytes);
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&reserve);
                 tracing::warn!("cannot set space aside in {}: {e}", reserve.display());
@@ -146,7 +157,7 @@ impl Store {
     }
 
     /// Frees the space set aside beside the store, so that the writes recording how a run
-    /// ended fit on a full disk. The next [`Store::open`] sets it aside again.
+    /// ended fit on a full disk. The next run to begin sets it aside again.
     pub fn release_reserve(&self) {
         if let Some(reserve) = self.reserve_path() {
             let _ = std::fs::remove_file(reserve);
@@ -165,19 +176,30 @@ impl Store {
             });
         }
         if read_only_reason(path).is_none() {
-            return Store::open(path);
+            return Store::open_without_reserve(path);
         }
         // A read-only connection to a store in WAL mode needs its shared-memory file; where
         // that cannot be created (a read-only directory or mount), SQLite can still read the
-        // file as immutable, which is what it is to us.
-        let store = ["mode=ro", "immutable=1"]
+        // file as immutable — but only when no write-ahead log holds newer pages.
+        let wal = {
+            let mut name = path.as_os_str().to_os_string();
+            name.push("-wal");
+            std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
+        };
+        let modes: &[&str] = if wal == 0 {
+            &["mode=ro", "immutable=1"]
+        } else {
+            &["mode=ro"]
+        };
+        let conn = modes
             .iter()
             .find_map(|mode| {
-                let uri = format!("file:{}?{mode}", uri_path(path));
+                let uri = format!("{}?{mode}", uri(path));
                 let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_URI
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let conn = Connection::open_with_flags(uri, flags).ok()?;
+                conn.busy_timeout(BUSY_TIMEOUT).ok()?;
                 conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
                     r.get::<_, i64>(0)
                 })
@@ -186,17 +208,13 @@ impl Store {
             })
             .ok_or_else(|| StoreError::Open {
                 path: path.to_path_buf(),
-                message: "it is read-only and SQLite cannot read it either".into(),
+                message: "it is read-only, and SQLite cannot read it either".into(),
             })?;
         let store = Store {
-            conn: Mutex::new(store),
+            conn: Mutex::new(conn),
             path: Some(path.to_path_buf()),
             disk_full: Default::default(),
         };
-        store
-            .conn()
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| store.sql_error(e))?;
         let version = store.schema_version()?;
         let latest = MIGRATIONS.last().map_or(0, |m| m.0);
         if version > latest {
@@ -251,9 +269,11 @@ impl Store {
         StoreError::sql(self.path.as_deref(), e)
     }
 
-    /// Whether a write has failed because the disk (or the store's size limit) was full.
-    pub fn disk_was_full(&self) -> bool {
-        self.disk_full.load(std::sync::atomic::Ordering::SeqCst)
+    /// Whether a write has failed because the disk (or the store's size limit) was full
+    /// since the last call; the answer is for one run's ending, so asking clears it.
+    pub fn take_disk_full(&self) -> bool {
+        self.disk_full
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     fn configure(&self) -> Result<(), StoreError> {
@@ -407,16 +427,26 @@ fn unwritable(path: &Path) -> Option<String> {
         .then(|| "is read-only".to_string())
 }
 
-/// `path` as the path part of an SQLite URI.
-fn uri_path(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '?' => out.push_str("%3f"),
-            '#' => out.push_str("%23"),
-            c => out.push(c),
+/// `path` as an SQLite `file:` URI, every byte outside a safe set percent-encoded; an
+/// absolute path gets an empty authority (`file:///…`), so `//x` is never read as a host.
+fn uri(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    let mut out = String::from(if path.is_absolute() {
+        "file://"
+    } else {
+        "file:"
+    });
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
     out

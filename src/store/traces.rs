@@ -340,10 +340,7 @@ impl Store {
             )
             .map_err(|e| self.sql_error(e))?;
         tx.execute("DELETE FROM doomed", [])
-            .and_then(|_| match dry_run {
-                true => tx.rollback(),
-                false => tx.commit(),
-            })
+            .and_then(|_| if dry_run { tx.rollback() } else { tx.commit() })
             .map_err(|e| self.sql_error(e))?;
         Ok(Pruned {
             traces,

@@ -75,6 +75,8 @@ impl RunHandle {
             map.insert("choice_rng_version".into(), CHOICE_RNG_VERSION.into());
             map.insert("grammar_version".into(), GRAMMAR_VERSION.into());
         }
+        // Space set aside earlier and released for a full disk is set aside again.
+        store.keep_reserve();
         let id = store.begin_run(&NewRun {
             kind: kind.as_str(),
             config,
@@ -176,27 +178,30 @@ impl RunHandle {
         result
     }
 
-    /// Records how the run ended from `result`.
+    /// Records how the run ended from `result`. A run stopped by a full disk is interrupted,
+    /// not failed: nothing is wrong with it, and once there is space it can carry on. When
+    /// the disk is full, the space set aside beside the store is released for this write.
     pub fn finish<T>(&self, result: &Result<T, WorkspaceError>) -> Result<(), WorkspaceError> {
-        match result {
-            Ok(_) => self.store.finish_run(self.id, RunStatus::Completed, None)?,
-            Err(WorkspaceError::Interrupted { .. }) => self.store.finish_run(
-                self.id,
+        let disk_full = self.store.take_disk_full();
+        if disk_full {
+            self.store.release_reserve();
+        }
+        let (status, error) = match result {
+            Ok(_) => (RunStatus::Completed, None),
+            Err(WorkspaceError::Interrupted { .. }) => (
                 RunStatus::Interrupted,
-                Some("interrupted before it finished"),
-            )?,
-            // Nothing is wrong with the run itself: once there is space, it can carry on.
-            Err(e) if self.store.disk_was_full() => {
+                Some("interrupted before it finished".to_string()),
+            ),
+            Err(e) if disk_full => (RunStatus::Interrupted, Some(format!("interrupted: {e}"))),
+            Err(e) => (RunStatus::Failed, Some(e.to_string())),
+        };
+        let write = || self.store.finish_run(self.id, status, error.as_deref());
+        match write() {
+            Err(_) if self.store.take_disk_full() => {
                 self.store.release_reserve();
-                self.store.finish_run(
-                    self.id,
-                    RunStatus::Interrupted,
-                    Some(&format!("interrupted: {e}")),
-                )?
+                write()?
             }
-            Err(e) => self
-                .store
-                .finish_run(self.id, RunStatus::Failed, Some(&e.to_string()))?,
+            other => other?,
         }
         Ok(())
     }

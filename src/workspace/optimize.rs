@@ -507,9 +507,10 @@ async fn execute(
                 .flatten()
                 .filter_map(|r| r.as_ref().err().map(String::as_str))
                 .collect();
-            match failures.is_empty() {
-                true => Ok(()),
-                false => Err(WorkspaceError::LoopsFailed(failures.join("; "))),
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(WorkspaceError::LoopsFailed(failures.join("; ")))
             }
         })
         .await;
