@@ -465,7 +465,7 @@ fn a_promotion_is_followed_without_a_restart_and_traces_become_a_dataset() {
     let gc = sandbox.run(&["runs", "gc", "--keep-max", "0"]);
     assert!(gc.status.success(), "{}", stderr(&gc));
     assert!(
-        stdout(&gc).contains("removed 3 traces, 3 calls and 1 empty server runs"),
+        stdout(&gc).contains("deleted 3 traces, 3 calls and 1 empty server runs"),
         "{}",
         stdout(&gc)
     );
