@@ -58,14 +58,35 @@ impl Store {
         optimizer: &str,
         config: &serde_json::Value,
     ) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO optimizations (run_id, loop_index, task, optimizer, config_json, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-            rusqlite::params![run_id, loop_index, task, optimizer, config.to_string()],
-        )
-        .map_err(|e| self.sql_error(e))?;
-        Ok(conn.last_insert_rowid())
+        let ids =
+            self.begin_optimizations(run_id, &[(loop_index, task, optimizer, config.clone())])?;
+        Ok(ids[0])
+    }
+
+    /// Records all the loops of a run at once, `(loop index, task, optimizer, config)` each,
+    /// in one transaction: a run never has only some of its loops (a full disk part-way
+    /// would otherwise leave a run that resumes without the rest). Returns their ids.
+    pub fn begin_optimizations(
+        &self,
+        run_id: i64,
+        loops: &[(i64, &str, &str, serde_json::Value)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.sql_error(e))?;
+        let mut ids = Vec::with_capacity(loops.len());
+        for (loop_index, task, optimizer, config) in loops {
+            tx.execute(
+                "INSERT INTO optimizations (run_id, loop_index, task, optimizer, config_json, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                rusqlite::params![run_id, loop_index, task, optimizer, config.to_string()],
+            )
+            .map_err(|e| self.sql_error(e))?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.commit().map_err(|e| self.sql_error(e))?;
+        Ok(ids)
     }
 
     /// The optimization loops of a run, in loop order.

@@ -231,18 +231,20 @@ pub async fn optimize_loops(
         cancel,
     )?;
     let pending = run.fail_on_error(|| {
-        let mut pending = Vec::new();
-        for (index, prepared) in loops.into_iter().enumerate() {
-            let id = ws.store().begin_optimization(
-                run.id,
-                index as i64,
-                &prepared.task.task.name,
-                prepared.spec.optimizer.name(),
-                &serde_json::to_value(&prepared.spec).expect("loop specs serialize"),
-            )?;
-            pending.push((id, prepared));
-        }
-        Ok(pending)
+        let rows: Vec<(i64, &str, &str, serde_json::Value)> = loops
+            .iter()
+            .enumerate()
+            .map(|(index, prepared)| {
+                (
+                    index as i64,
+                    prepared.task.task.name.as_str(),
+                    prepared.spec.optimizer.name(),
+                    serde_json::to_value(&prepared.spec).expect("loop specs serialize"),
+                )
+            })
+            .collect();
+        let ids = ws.store().begin_optimizations(run.id, &rows)?;
+        Ok(ids.into_iter().zip(loops).collect::<Vec<_>>())
     })?;
     let outcomes = execute(ws, &run, pending, budget, true, observers).await?;
     report(ws, &run.uid, outcomes)
@@ -351,18 +353,19 @@ pub async fn rerun(
         cancel,
     )?;
     let pending = run.fail_on_error(|| {
-        let mut pending = Vec::new();
-        for (row, prepared) in rows.iter().zip(prepared) {
-            let id = ws.store().begin_optimization(
-                run.id,
-                row.loop_index,
-                &row.task,
-                &row.optimizer,
-                &row.config,
-            )?;
-            pending.push((id, prepared));
-        }
-        Ok(pending)
+        let loops: Vec<(i64, &str, &str, serde_json::Value)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.loop_index,
+                    row.task.as_str(),
+                    row.optimizer.as_str(),
+                    row.config.clone(),
+                )
+            })
+            .collect();
+        let ids = ws.store().begin_optimizations(run.id, &loops)?;
+        Ok(ids.into_iter().zip(prepared).collect::<Vec<_>>())
     })?;
     let outcomes = execute(ws, &run, pending, &budget, use_cache, observers).await?;
     let departures = crate::audit::compare_runs(ws.store(), original.id, run.id)?;
