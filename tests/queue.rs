@@ -11,14 +11,9 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
+/// Both outputs of a command that must have succeeded (progress goes to standard error).
 fn ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    stdout(output) + &stderr(output)
+    common::ok(output) + &stderr(output)
 }
 
 /// A job's cycles, oldest first.

@@ -80,16 +80,6 @@ fn tuningfork(store: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    stdout(output)
-}
-
 fn integrity(store: &Path) -> String {
     rusqlite::Connection::open(store)
         .unwrap()

@@ -278,12 +278,8 @@ impl Store {
             tx.execute("DELETE FROM gc_doomed", []).map_err(sql)?;
         }
         // What a VACUUM would then give back: the free pages, deletions included.
-        let pages = |pragma: &str| -> Result<u64, StoreError> {
-            tx.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(sql)
-        };
-        collected.free_bytes = pages("freelist_count")? * pages("page_size")?;
+        collected.free_bytes =
+            pages(&tx, "freelist_count").map_err(sql)? * pages(&tx, "page_size").map_err(sql)?;
         if dry_run {
             tx.rollback().map_err(sql)?;
         } else {
@@ -296,15 +292,11 @@ impl Store {
     /// that deletions freed back to the file system; with `dry_run`, only measures.
     pub fn vacuum(&self, dry_run: bool) -> Result<Vacuumed, StoreError> {
         let conn = self.conn();
-        let pages = |conn: &rusqlite::Connection, pragma: &str| -> Result<u64, StoreError> {
-            conn.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(|e| self.sql_error(e))
-        };
-        let page_size = pages(&conn, "page_size")?;
-        let before = pages(&conn, "page_count")? * page_size;
+        let pages = |pragma: &str| pages(&conn, pragma).map_err(|e| self.sql_error(e));
+        let page_size = pages("page_size")?;
+        let before = pages("page_count")? * page_size;
         if dry_run {
-            let free = pages(&conn, "freelist_count")? * page_size;
+            let free = pages("freelist_count")? * page_size;
             return Ok(Vacuumed {
                 bytes_before: before,
                 bytes_after: before - free.min(before),
@@ -314,9 +306,15 @@ impl Store {
             .map_err(|e| self.sql_error(e))?;
         Ok(Vacuumed {
             bytes_before: before,
-            bytes_after: pages(&conn, "page_count")? * page_size,
+            bytes_after: pages("page_count")? * page_size,
         })
     }
+}
+
+/// A page-count pragma of the store (`page_size`, `page_count`, `freelist_count`).
+fn pages(conn: &rusqlite::Connection, pragma: &str) -> rusqlite::Result<u64> {
+    conn.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
 }
 
 #[cfg(test)]

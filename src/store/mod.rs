@@ -215,15 +215,7 @@ impl Store {
             path: Some(path.to_path_buf()),
             disk_full: Default::default(),
         };
-        let version = store.schema_version()?;
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-        if version > latest {
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                version,
-                supported: latest,
-            });
-        }
+        let (version, latest) = store.supported_version()?;
         if version < latest {
             return Err(StoreError::Open {
                 path: path.to_path_buf(),
@@ -309,8 +301,9 @@ impl Store {
             .map_err(|e| self.sql_error(e))
     }
 
-    /// Applies every migration newer than the store, each in its own transaction.
-    pub fn migrate(&self) -> Result<(), StoreError> {
+    /// The store's schema version and this binary's latest; a store newer than the binary
+    /// is refused.
+    fn supported_version(&self) -> Result<(i64, i64), StoreError> {
         let current = self.schema_version()?;
         let latest = MIGRATIONS.last().map_or(0, |m| m.0);
         if current > latest {
@@ -320,6 +313,12 @@ impl Store {
                 supported: latest,
             });
         }
+        Ok((current, latest))
+    }
+
+    /// Applies every migration newer than the store, each in its own transaction.
+    pub fn migrate(&self) -> Result<(), StoreError> {
+        let (current, _) = self.supported_version()?;
         let mut conn = self.conn();
         for &(version, what, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             // Another process opening the store at the same moment may be migrating too:

@@ -179,15 +179,21 @@ pub fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-/// The run's report from `--json` output.
-pub fn report(output: &std::process::Output) -> Value {
+/// The standard output of a command that must have succeeded.
+pub fn ok(output: &std::process::Output) -> String {
     assert!(
         output.status.success(),
         "stdout:\n{}\nstderr:\n{}",
         stdout(output),
         stderr(output)
     );
-    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+    stdout(output)
+}
+
+/// The run's report from `--json` output.
+pub fn report(output: &std::process::Output) -> Value {
+    let out = ok(output);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// Optimization runs use both cores; running two at once would only slow both.
