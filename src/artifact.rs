@@ -316,7 +316,9 @@ mod tests {
                         }],
                     },
                     demos: Vec::new(),
+                    optimize: true,
                 }],
+                retrievals: Vec::new(),
             },
             ArtifactModel {
                 name: "smollm2-135m".into(),

@@ -263,7 +263,13 @@ pub fn import(
         }
         steps.push(imported);
     }
-    Ok((Program { steps }, notes))
+    Ok((
+        Program {
+            steps,
+            retrievals: program.retrievals.clone(),
+        },
+        notes,
+    ))
 }
 
 #[cfg(test)]
@@ -308,7 +314,9 @@ mod tests {
                         outputs: values(&[("quantity", json!(1))]),
                     },
                 ],
+                optimize: true,
             }],
+            retrievals: Vec::new(),
         }
     }
 
@@ -377,6 +385,7 @@ mod tests {
                     ..program(PredictorKind::Predict).steps[0].clone()
                 },
             ],
+            retrievals: Vec::new(),
         };
         let err = import(&saved.to_string(), "p.json", &two_steps)
             .unwrap_err()

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::corpus::Retriever;
 use crate::dataset::{Example, Split};
 use crate::lm::{Lm, LmError};
 use crate::metrics::{Judges, MetricSpec};
@@ -64,6 +65,8 @@ pub enum EvalError {
 #[derive(Clone)]
 pub struct ExampleContext {
     pub lm: Arc<dyn Lm>,
+    /// What `retrieve` steps search ([`crate::corpus::NoRetriever`] when there are none).
+    pub retriever: Arc<dyn Retriever>,
     pub judges: Judges,
     pub metric: MetricSpec,
     pub settings: CallSettings,
@@ -179,7 +182,12 @@ pub async fn run_example(
     };
     match job
         .program
-        .forward(context.lm.as_ref(), &example_inputs, settings)
+        .forward(
+            context.lm.as_ref(),
+            context.retriever.as_ref(),
+            &example_inputs,
+            settings,
+        )
         .await
     {
         Ok(prediction) => {
@@ -224,6 +232,11 @@ pub async fn run_example(
             message: "the example does not provide it".into(),
         }),
         Err(ProgramError::Lm(e)) => Err(e.into()),
+        Err(ProgramError::Retrieve { step, error }) => Err(EvalError::Program {
+            step,
+            field: "its corpus".into(),
+            message: error.to_string(),
+        }),
     }
 }
 

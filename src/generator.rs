@@ -11,8 +11,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{
-    Completion, Engine, EngineConfig, EngineError, GenerationRequest, PreparedRequest, StopReason,
-    TextDeltas, Timings,
+    Completion, Engine, EngineConfig, EngineError, GenerationRequest, Pooling, PreparedRequest,
+    StopReason, TextDeltas, Timings,
 };
 pub use crate::lm::{Generated, Lm};
 use crate::lm::{LmError, LmFuture};
@@ -71,6 +71,79 @@ pub fn request_hash(
     };
     let json = serde_json::to_vec(&key).expect("request keys serialize");
     hex::encode(Sha256::digest(&json))
+}
+
+/// What an embedding call records as its request (`request_json`): replays recognise
+/// embedding calls by the `embed` key.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct EmbeddingRequest {
+    pub text: String,
+    pub pooling: Pooling,
+}
+
+/// The stored form of an embedding call's request.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedCall {
+    pub embed: EmbeddingRequest,
+}
+
+/// The stop reason recorded for embedding calls.
+pub const EMBEDDING_STOP: &str = "embedding";
+
+/// The cache key of an embedding: the model, the engine build, the pooling and the text.
+pub fn embedding_hash(
+    model_sha256: &str,
+    fingerprint_id: &str,
+    request: &EmbeddingRequest,
+) -> String {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        version: u32,
+        kind: &'static str,
+        model_sha256: &'a str,
+        engine_fingerprint: &'a str,
+        request: &'a EmbeddingRequest,
+    }
+    let key = Key {
+        version: REQUEST_HASH_VERSION,
+        kind: "embed",
+        model_sha256,
+        engine_fingerprint: fingerprint_id,
+        request,
+    };
+    let json = serde_json::to_vec(&key).expect("embedding keys serialize");
+    hex::encode(Sha256::digest(&json))
+}
+
+/// A vector as an embedding call's stored output: little-endian f32, in hex (exact).
+pub fn encode_vector(vector: &[f32]) -> String {
+    hex::encode(
+        vector
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// The vector of an embedding call's stored output.
+pub fn decode_vector(output: &str) -> Option<Vec<f32>> {
+    let bytes = hex::decode(output).ok()?;
+    (bytes.len() % 4 == 0).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
+/// An embedding and how it was obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vector: Vec<f32>,
+    pub cached: bool,
+    pub call_id: i64,
+    pub tokens: u32,
 }
 
 /// Verifies a pinned model, loads it, and records it in the store.
@@ -230,6 +303,79 @@ impl Generator {
                     cached: false,
                     call_id,
                     request_hash: hash,
+                })
+            }
+            Err(EngineError::Cancelled) => Err(EngineError::Cancelled.into()),
+            Err(e) => {
+                record(Err(&e), false)?;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Generator {
+    /// Computes (or recalls) one text's embedding and records the call, like a generation:
+    /// the exact cache first, then the engine's embedding context.
+    pub async fn embed(&self, text: &str) -> Result<Embedded, GenerateError> {
+        let started = Instant::now();
+        let prepared = self.engine.prepare_embedding(text)?;
+        let fingerprint_id = self.engine.fingerprint().id();
+        let model_sha256 = self.engine.model_sha256();
+        let request = EmbeddingRequest {
+            text: text.to_string(),
+            pooling: self.engine.pooling(),
+        };
+        let hash = embedding_hash(model_sha256, &fingerprint_id, &request);
+        let request_json = serde_json::to_string(&EmbedCall {
+            embed: request.clone(),
+        })
+        .expect("requests serialize");
+        let tokens = prepared.tokens() as u32;
+        let record = |output: Result<&str, &EngineError>, cached: bool| {
+            let (output, stop_reason, error) = match output {
+                Ok(o) => (o, Some(EMBEDDING_STOP), None),
+                Err(e) => ("", None, Some(e.to_string())),
+            };
+            self.store.record_call(&NewCall {
+                run_id: self.run_id,
+                request_hash: &hash,
+                model_sha256,
+                engine_fingerprint_id: &fingerprint_id,
+                request_json: &request_json,
+                prompt: text,
+                output,
+                prompt_tokens: tokens,
+                completion_tokens: 0,
+                stop_reason,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                cached,
+                error: error.as_deref(),
+            })
+        };
+        if self.use_cache {
+            if let Some(hit) = self.store.cached_call(&hash)? {
+                if let Some(vector) = decode_vector(&hit.output) {
+                    let call_id = record(Ok(&hit.output), true)?;
+                    return Ok(Embedded {
+                        vector,
+                        cached: true,
+                        call_id,
+                        tokens,
+                    });
+                }
+            }
+        }
+        tracing::debug!(target: "calls", "computing {hash}");
+        match self.engine.submit_embedding(prepared).await {
+            Ok(vector) => {
+                let call_id = record(Ok(&encode_vector(&vector)), false)?;
+                tracing::debug!(target: "calls", "stored {hash}");
+                Ok(Embedded {
+                    vector,
+                    cached: false,
+                    call_id,
+                    tokens,
                 })
             }
             Err(EngineError::Cancelled) => Err(EngineError::Cancelled.into()),

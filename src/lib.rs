@@ -6,6 +6,7 @@
 pub mod artifact;
 pub mod audit;
 pub mod bench;
+pub mod corpus;
 pub mod dataset;
 pub mod dspy;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod program;
 pub mod queue;
 pub mod random;
 pub mod report;
+pub mod retriever;
 pub mod serve;
 pub mod store;
 pub mod task;

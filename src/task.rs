@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::corpus::Method;
 use crate::dataset::DatasetSpec;
 use crate::metrics::MetricSpec;
 use crate::program::{
-    adapter, CallSettings, InputField, OutputField, Predictor, PredictorKind, Program, Signature,
+    adapter, CallSettings, InputField, OutputField, Predictor, PredictorKind, Program,
+    RetrieveStep, Signature,
 };
 
 /// The `[task]` section.
@@ -31,20 +33,115 @@ pub fn default_model() -> String {
     "smollm2-135m".to_string()
 }
 
-/// One `[[steps]]` entry.
+/// What a step does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    #[default]
+    Predict,
+    ChainOfThought,
+    /// Search a corpus (`query`, `corpus`, `k`, `method`, `output`, `model`).
+    Retrieve,
+}
+
+/// One `[[steps]]` entry: a predictor (`instructions`, `inputs`, `outputs`, `optimize`) or a
+/// search (`query`, `corpus`, `k`, `method`, `output`, `model`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     pub name: String,
-    #[serde(default = "default_kind")]
-    pub kind: PredictorKind,
-    pub instructions: String,
-    pub inputs: Vec<InputField>,
-    pub outputs: Vec<OutputField>,
+    #[serde(default)]
+    pub kind: StepKind,
+    #[serde(default)]
+    pub instructions: Option<String>,
+    #[serde(default)]
+    pub inputs: Option<Vec<InputField>>,
+    #[serde(default)]
+    pub outputs: Option<Vec<OutputField>>,
+    /// `false`: optimizers leave the step as written.
+    #[serde(default)]
+    pub optimize: Option<bool>,
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub corpus: Option<String>,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub method: Option<Method>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
-fn default_kind() -> PredictorKind {
-    PredictorKind::Predict
+/// Passages a `retrieve` step returns when it sets no `k`.
+pub const DEFAULT_K: usize = 3;
+
+impl StepSpec {
+    /// The step as program data, or what is wrong with it.
+    fn build(self, after: usize, program: &mut Program) -> Result<(), String> {
+        let name = self.name.clone();
+        let kind = match self.kind {
+            StepKind::Predict => PredictorKind::Predict,
+            StepKind::ChainOfThought => PredictorKind::ChainOfThought,
+            StepKind::Retrieve => {
+                for (key, given) in [
+                    ("instructions", self.instructions.is_some()),
+                    ("inputs", self.inputs.is_some()),
+                    ("outputs", self.outputs.is_some()),
+                    ("optimize", self.optimize.is_some()),
+                ] {
+                    if given {
+                        return Err(format!(
+                            "step `{name}`: a retrieve step has no `{key}` (it has query, corpus, k, method, output and model)"
+                        ));
+                    }
+                }
+                let need = |value: Option<String>, key: &str| {
+                    value.ok_or_else(|| format!("step `{name}`: a retrieve step needs `{key}`"))
+                };
+                program.retrievals.push(RetrieveStep {
+                    name: self.name.clone(),
+                    after,
+                    query: need(self.query, "query")?,
+                    corpus: need(self.corpus, "corpus")?,
+                    k: self.k.unwrap_or(DEFAULT_K),
+                    method: self.method.unwrap_or_default(),
+                    output: self.output.unwrap_or_else(|| "passages".to_string()),
+                    model: self.model,
+                });
+                return Ok(());
+            }
+        };
+        for (key, given) in [
+            ("query", self.query.is_some()),
+            ("corpus", self.corpus.is_some()),
+            ("k", self.k.is_some()),
+            ("method", self.method.is_some()),
+            ("output", self.output.is_some()),
+            ("model", self.model.is_some()),
+        ] {
+            if given {
+                return Err(format!(
+                    "step `{name}`: `{key}` belongs to retrieve steps (kind = \"retrieve\")"
+                ));
+            }
+        }
+        let need = |key: &str| format!("step `{name}`: a {kind:?} step needs `{key}`").to_lowercase();
+        program.steps.push(Predictor {
+            name: self.name,
+            kind,
+            signature: Signature {
+                instructions: self.instructions.ok_or_else(|| need("instructions"))?,
+                inputs: self.inputs.ok_or_else(|| need("inputs"))?,
+                outputs: self.outputs.ok_or_else(|| need("outputs"))?,
+            },
+            demos: Vec::new(),
+            optimize: self.optimize.unwrap_or(true),
+        });
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,22 +221,14 @@ impl Task {
             path: path.to_path_buf(),
             message,
         };
-        let program = Program {
-            steps: file
-                .steps
-                .into_iter()
-                .map(|s| Predictor {
-                    name: s.name,
-                    kind: s.kind,
-                    signature: Signature {
-                        instructions: s.instructions,
-                        inputs: s.inputs,
-                        outputs: s.outputs,
-                    },
-                    demos: Vec::new(),
-                })
-                .collect(),
+        let mut program = Program {
+            steps: Vec::new(),
+            retrievals: Vec::new(),
         };
+        for step in file.steps {
+            let after = program.steps.len();
+            step.build(after, &mut program).map_err(&invalid)?;
+        }
         let task = Task {
             task: file.task,
             program,
@@ -173,7 +262,17 @@ impl Task {
     pub fn example_inputs(&self) -> Vec<String> {
         let mut produced = std::collections::BTreeSet::new();
         let mut needed = Vec::new();
-        for step in &self.program.steps {
+        let program = &self.program;
+        for index in 0..=program.steps.len() {
+            for retrieval in program.retrievals.iter().filter(|r| r.after == index) {
+                if !produced.contains(&retrieval.query) && !needed.contains(&retrieval.query) {
+                    needed.push(retrieval.query.clone());
+                }
+                produced.insert(retrieval.output.clone());
+            }
+            let Some(step) = program.steps.get(index) else {
+                break;
+            };
             for input in &step.signature.inputs {
                 if !produced.contains(&input.name) && !needed.contains(&input.name) {
                     needed.push(input.name.clone());
@@ -205,7 +304,9 @@ impl Task {
                 | MetricSpec::TokenF1 { field, .. }
                 | MetricSpec::Contains { field, .. }
                 | MetricSpec::Regex { field, .. }
-                | MetricSpec::Numeric { field, .. } => out.push(field.clone()),
+                | MetricSpec::Numeric { field, .. }
+                | MetricSpec::RecallAtK { field, .. }
+                | MetricSpec::Mrr { field, .. } => out.push(field.clone()),
                 MetricSpec::PerField { fields, .. } => out.extend(fields.iter().cloned()),
                 MetricSpec::Weighted { parts } => parts.iter().for_each(|p| walk(&p.metric, out)),
                 MetricSpec::Command { .. } | MetricSpec::Judge { .. } => {}

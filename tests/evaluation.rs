@@ -28,6 +28,7 @@ fn evaluate_on(task: &Task, split: &Split, generator: &Generator) -> EvalReport 
     let lm: Arc<dyn Lm> = Arc::new(generator.clone());
     let context = ExampleContext {
         lm: Arc::clone(&lm),
+        retriever: Arc::new(tuningfork::corpus::NoRetriever),
         judges: Judges::new(&task.task.model).with(task.task.model.clone(), lm),
         metric: task.metric.clone(),
         settings: task.generation.clone(),
@@ -120,7 +121,12 @@ fn chain_of_thought_produces_reasoning_then_the_answer() {
         data.val.0.examples[0].values["review"].clone(),
     )]
     .into();
-    let prediction = block_on(task.program.forward(&generator, &inputs, &task.generation)).unwrap();
+    let prediction = block_on(task.program.forward(
+        &generator,
+        &tuningfork::corpus::NoRetriever,
+        &inputs,
+        &task.generation,
+    )).unwrap();
     let reasoning = prediction
         .outputs
         .get("reasoning")
@@ -168,7 +174,12 @@ max_tokens = 32
         json!("Please ship 3 lamps to Anna, Lisbon."),
     )]
     .into();
-    let prediction = block_on(task.program.forward(&generator, &inputs, &task.generation)).unwrap();
+    let prediction = block_on(task.program.forward(
+        &generator,
+        &tuningfork::corpus::NoRetriever,
+        &inputs,
+        &task.generation,
+    )).unwrap();
     assert_eq!(prediction.trace.steps.len(), 2);
     let city = prediction.outputs["city"].clone();
     assert_eq!(

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::AuditError;
 use crate::engine::{EngineFingerprint, GenerationRequest};
-use crate::generator::Generator;
+use crate::generator::{encode_vector, EmbedCall, Generator};
 use crate::models::Registry;
 use crate::random::Rng;
 use crate::store::{CallRecord, RunRecord, Store};
@@ -213,11 +213,30 @@ pub async fn replay(
                 AuditError::Invalid(format!("no engine for model {}", first.model_sha256))
             })?
             .clone();
+        let permits = Arc::clone(&permits);
+        if let Ok(call) = serde_json::from_value::<EmbedCall>(first.request.clone()) {
+            // An embedding: recomputed and compared as its stored hex vector.
+            set.spawn(async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore stays open");
+                let embedded = generator.embed(&call.embed.text).await?;
+                let pooling_changed = embedded.vector.is_empty()
+                    || call.embed.pooling != generator.engine().pooling();
+                Ok::<_, AuditError>((
+                    index,
+                    pooling_changed,
+                    encode_vector(&embedded.vector),
+                    0,
+                ))
+            });
+            continue;
+        }
         let request: GenerationRequest =
             serde_json::from_value(first.request.clone()).map_err(|e| {
                 AuditError::Invalid(format!("call {} has an unreadable request: {e}", first.id))
             })?;
-        let permits = Arc::clone(&permits);
         set.spawn(async move {
             let _permit = permits
                 .acquire_owned()

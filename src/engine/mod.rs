@@ -156,6 +156,7 @@ enum ChatFormat {
 struct LoadedModel {
     model: LlamaModel,
     format: ChatFormat,
+    pooling: Pooling,
 }
 
 // SAFETY note, not an unsafe block: `LlamaModel` is `Send + Sync` (llama.cpp's model is
@@ -186,6 +187,69 @@ enum Command {
         /// Where text goes as it is generated, for callers that stream it.
         deltas: Option<TextDeltas>,
     },
+    /// One text's pooled embedding, computed alone in the embedding context.
+    Embed {
+        tokens: Vec<LlamaToken>,
+        reply: oneshot::Sender<Result<Vec<f32>, EngineError>>,
+    },
+}
+
+/// Longest text, in tokens, an engine embeds (its embedding context's window).
+pub const EMBED_WINDOW: u32 = 2048;
+
+/// How an embedding pools the token states of a text: the model's declared pooling when it
+/// declares one (embedding models do), else the mean over every token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+    Last,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        }
+    }
+
+    fn of(model: &LlamaModel) -> Pooling {
+        let declared = model
+            .meta_val_str("general.architecture")
+            .ok()
+            .and_then(|arch| model.meta_val_str(&format!("{arch}.pooling_type")).ok())
+            .and_then(|value| value.trim().parse::<i32>().ok());
+        match declared {
+            Some(2) => Pooling::Cls,
+            Some(3) => Pooling::Last,
+            _ => Pooling::Mean,
+        }
+    }
+
+    fn llama(self) -> llama_cpp_2::context::params::LlamaPoolingType {
+        use llama_cpp_2::context::params::LlamaPoolingType;
+        match self {
+            Pooling::Mean => LlamaPoolingType::Mean,
+            Pooling::Cls => LlamaPoolingType::Cls,
+            Pooling::Last => LlamaPoolingType::Last,
+        }
+    }
+}
+
+/// A text tokenized for embedding.
+#[derive(Debug, Clone)]
+pub struct PreparedEmbedding {
+    pub text: String,
+    tokens: Vec<LlamaToken>,
+}
+
+impl PreparedEmbedding {
+    pub fn tokens(&self) -> usize {
+        self.tokens.len()
+    }
 }
 
 /// The sending end of a streamed generation: pieces of text in order, each safe to show (no
@@ -222,7 +286,12 @@ impl Engine {
             }
         })?;
         let format = detect_chat_format(&model);
-        let loaded = Arc::new(LoadedModel { model, format });
+        let pooling = Pooling::of(&model);
+        let loaded = Arc::new(LoadedModel {
+            model,
+            format,
+            pooling,
+        });
         let (commands, receiver) = mpsc::channel(MAX_IN_FLIGHT);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker_loaded = Arc::clone(&loaded);
@@ -233,6 +302,7 @@ impl Engine {
                 worker::run(
                     backend,
                     &worker_loaded.model,
+                    worker_loaded.pooling,
                     &worker_config,
                     receiver,
                     ready_tx,
@@ -368,6 +438,60 @@ impl Engine {
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// How this engine pools embeddings.
+    pub fn pooling(&self) -> Pooling {
+        self.loaded.pooling
+    }
+
+    /// Tokenizes a text for [`Engine::submit_embedding`]: not empty, at most
+    /// [`EMBED_WINDOW`] tokens (and the context size).
+    pub fn prepare_embedding(&self, text: &str) -> Result<PreparedEmbedding, EngineError> {
+        let tokens = tokenize(&self.loaded.model, text);
+        if text.trim().is_empty() || tokens.is_empty() {
+            return Err(EngineError::InvalidRequest(
+                "the text to embed is empty".to_string(),
+            ));
+        }
+        let window = EMBED_WINDOW.min(self.config.n_ctx);
+        if tokens.len() > window as usize {
+            return Err(EngineError::InvalidRequest(format!(
+                "the text to embed is {} tokens, more than the embedding window of {window}; \
+                 split it into shorter passages (a smaller max_chars for the chunker)",
+                tokens.len()
+            )));
+        }
+        Ok(PreparedEmbedding {
+            text: text.to_string(),
+            tokens,
+        })
+    }
+
+    /// Computes one text's embedding. Each text is evaluated alone in the worker's embedding
+    /// context, between generation steps, so a vector never depends on other work; one
+    /// embedding costs one prefill of its tokens.
+    ///
+    /// Crate-private like [`Engine::submit_streaming`]: callers go through the generator.
+    pub(crate) async fn submit_embedding(
+        &self,
+        prepared: PreparedEmbedding,
+    ) -> Result<Vec<f32>, EngineError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        let (reply, receiver) = oneshot::channel();
+        let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
+        commands
+            .send(Command::Embed {
+                tokens: prepared.tokens,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        receiver.await.map_err(|_| EngineError::Stopped)?
+    }
+
     /// The token ids `text` becomes (no special tokens added).
     pub fn tokenize(&self, text: &str) -> Vec<i32> {
         self.loaded
@@ -462,6 +586,26 @@ fn context_params(config: &EngineConfig) -> llama_cpp_2::context::params::LlamaC
         // KV cache change logits with batch composition (see ARCHITECTURE.md).
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
         .with_kv_unified(false)
+}
+
+/// The embedding context: one sequence at a time, the whole text in one batch, every token's
+/// state pooled.
+fn embedding_params(
+    config: &EngineConfig,
+    pooling: Pooling,
+) -> llama_cpp_2::context::params::LlamaContextParams {
+    let threads = config.resolved_threads() as i32;
+    let window = EMBED_WINDOW.min(config.n_ctx).max(16);
+    llama_cpp_2::context::params::LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(window))
+        .with_n_batch(window)
+        .with_n_ubatch(window)
+        .with_n_seq_max(1)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_embeddings(true)
+        .with_pooling_type(pooling.llama())
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
 }
 
 #[cfg(test)]

@@ -22,8 +22,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::queue::FairQueue;
 use super::slot::{Generation, Step};
 use super::{
-    context_params, Command, Completion, EngineConfig, EngineError, PreparedRequest, TextDeltas,
+    context_params, embedding_params, Command, Completion, EngineConfig, EngineError, Pooling,
+    PreparedRequest, TextDeltas,
 };
+
+/// A text waiting for its embedding.
+struct EmbedJob {
+    tokens: Vec<LlamaToken>,
+    reply: oneshot::Sender<Result<Vec<f32>, EngineError>>,
+}
 
 /// Copying another slot's state pays off only above this many shared tokens.
 const MIN_COPY_TOKENS: usize = 32;
@@ -69,6 +76,7 @@ impl Slot {
 pub(super) fn run(
     backend: &LlamaBackend,
     model: &LlamaModel,
+    pooling: Pooling,
     config: &EngineConfig,
     mut commands: mpsc::Receiver<Command>,
     ready: std::sync::mpsc::Sender<Result<(), EngineError>>,
@@ -98,7 +106,10 @@ pub(super) fn run(
         prefix_reuse: config.prefix_reuse,
         clock: 0,
         prefill_cursor: 0,
+        embeds: std::collections::VecDeque::new(),
     };
+    // Made at the first embedding request: engines that only generate never pay for it.
+    let mut embed_ctx: Option<LlamaContext<'_>> = None;
     let mut open = true;
     loop {
         if open && worker.is_idle() {
@@ -120,7 +131,42 @@ pub(super) fn run(
         worker.drop_cancelled();
         worker.admit(&mut ctx, model);
         worker.step(&mut ctx, model);
+        // One embedding per turn, so generation and embedding take turns on the cores.
+        if let Some(job) = worker.embeds.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if embed_ctx.is_none() {
+                match model.new_context(backend, embedding_params(config, pooling)) {
+                    Ok(made) => embed_ctx = Some(made),
+                    Err(e) => {
+                        let _ = job.reply.send(Err(EngineError::Context(e.to_string())));
+                        continue;
+                    }
+                }
+            }
+            if let Some(embed_ctx) = embed_ctx.as_mut() {
+                let _ = job.reply.send(embed(embed_ctx, &job.tokens));
+            }
+        }
     }
+}
+
+/// One text's pooled embedding, evaluated alone from an empty cache.
+fn embed(ctx: &mut LlamaContext<'_>, tokens: &[LlamaToken]) -> Result<Vec<f32>, EngineError> {
+    ctx.clear_kv_cache();
+    let mut batch = LlamaBatch::new(tokens.len(), 1);
+    batch
+        .add_sequence(tokens, 0, true)
+        .map_err(|e| EngineError::Decode(e.to_string()))?;
+    ctx.decode(&mut batch)
+        .map_err(|e| EngineError::Decode(e.to_string()))?;
+    let vector = ctx
+        .embeddings_seq_ith(0)
+        .map_err(|e| EngineError::Decode(format!("no pooled embedding: {e}")))?
+        .to_vec();
+    ctx.clear_kv_cache();
+    Ok(vector)
 }
 
 struct Worker {
@@ -131,11 +177,12 @@ struct Worker {
     prefix_reuse: bool,
     clock: u64,
     prefill_cursor: usize,
+    embeds: std::collections::VecDeque<EmbedJob>,
 }
 
 impl Worker {
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.slots.iter().all(Slot::is_free)
+        self.queue.is_empty() && self.slots.iter().all(Slot::is_free) && self.embeds.is_empty()
     }
 
     fn accept(&mut self, command: Command) {
@@ -153,6 +200,7 @@ impl Worker {
                     deltas,
                 },
             ),
+            Command::Embed { tokens, reply } => self.embeds.push_back(EmbedJob { tokens, reply }),
         }
     }
 

@@ -101,7 +101,9 @@ pub fn judge_program(instructions: &str) -> Program {
                 ],
             },
             demos: Vec::new(),
+            optimize: true,
         }],
+        retrievals: Vec::new(),
     }
 }
 
@@ -141,7 +143,10 @@ pub(super) async fn run_judge(
         max_tokens,
         ..CallSettings::default()
     };
-    match program.forward(lm, &inputs, &settings).await {
+    match program
+        .forward(lm, &crate::corpus::NoRetriever, &inputs, &settings)
+        .await
+    {
         Ok(prediction) => judge_score(&prediction.outputs),
         Err(ProgramError::Unparsable { raw, error, .. }) => Err(MetricError::Judge(format!(
             "its reply {raw:?} could not be read: {error}"

@@ -9,6 +9,7 @@
 
 mod command;
 mod judge;
+mod retrieval;
 mod text;
 
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,24 @@ pub enum MetricSpec {
         #[serde(default)]
         normalize: Normalize,
     },
+    /// Recall@k: the share of the example's gold passage ids (`gold`: a list of ids) among
+    /// the first `k` passages of `field` (a retrieve step's output; all of them without `k`).
+    RecallAtK {
+        #[serde(default = "default_passages")]
+        field: String,
+        gold: String,
+        #[serde(default)]
+        k: Option<usize>,
+    },
+    /// Reciprocal rank of the first gold passage in `field` (0 when none): averaged over a
+    /// split, the mean reciprocal rank.
+    Mrr {
+        #[serde(default = "default_passages")]
+        field: String,
+        gold: String,
+        #[serde(default)]
+        k: Option<usize>,
+    },
     /// A weighted mean of other metrics.
     Weighted { parts: Vec<WeightedPart> },
     /// A program that reads `{"gold": <the example's values>, "prediction": <the outputs>}` as
@@ -113,6 +132,10 @@ pub enum MetricSpec {
         #[serde(default = "default_judge_tokens")]
         max_tokens: u32,
     },
+}
+
+fn default_passages() -> String {
+    "passages".to_string()
 }
 
 fn default_judge_tokens() -> u32 {
@@ -179,6 +202,9 @@ impl MetricSpec {
             MetricSpec::PerField { fields, .. } if fields.is_empty() => Err(MetricError::Invalid(
                 "per_field needs at least one field".into(),
             )),
+            MetricSpec::RecallAtK { k: Some(0), .. } | MetricSpec::Mrr { k: Some(0), .. } => Err(
+                MetricError::Invalid("k must be at least 1".into()),
+            ),
             _ => Ok(()),
         }
     }
@@ -194,6 +220,9 @@ impl MetricSpec {
                 vec![gold.clone().unwrap_or_else(|| field.clone())]
             }
             MetricSpec::PerField { fields, .. } => fields.clone(),
+            MetricSpec::RecallAtK { gold, .. } | MetricSpec::Mrr { gold, .. } => {
+                vec![gold.clone()]
+            }
             MetricSpec::Weighted { parts } => {
                 let mut all: Vec<String> =
                     parts.iter().flat_map(|p| p.metric.gold_fields()).collect();
@@ -266,6 +295,12 @@ impl MetricSpec {
             } => {
                 let lm = judges.get(model.as_deref())?;
                 judge::run_judge(lm, instructions, *max_tokens, gold, prediction).await?
+            }
+            MetricSpec::RecallAtK { field, gold: g, k } => {
+                retrieval::recall(field, g, *k, gold, prediction)?
+            }
+            MetricSpec::Mrr { field, gold: g, k } => {
+                retrieval::reciprocal_rank(field, g, *k, gold, prediction)?
             }
             comparison => text::score(comparison, gold, prediction)?,
         })

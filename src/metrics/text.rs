@@ -184,9 +184,13 @@ pub(super) fn score(
                 s.with_feedback(wrong.join("; "))
             }
         }
-        MetricSpec::Weighted { .. } | MetricSpec::Command { .. } | MetricSpec::Judge { .. } => {
+        MetricSpec::Weighted { .. }
+        | MetricSpec::Command { .. }
+        | MetricSpec::Judge { .. }
+        | MetricSpec::RecallAtK { .. }
+        | MetricSpec::Mrr { .. } => {
             return Err(MetricError::Invalid(
-                "weighted, command and judge metrics are not text comparisons".into(),
+                "weighted, command, judge and retrieval metrics are not text comparisons".into(),
             ))
         }
     })

@@ -44,17 +44,23 @@ fn labeled_demo(step: &Predictor, example: &Example) -> Option<Demo> {
     (!outputs.is_empty()).then_some(Demo { inputs, outputs })
 }
 
-/// `program` with every step's demonstrations replaced by `demos(step)`.
+/// `program` with every step's demonstrations replaced by `demos(step)`, except fixed steps
+/// (`optimize = false`), which keep theirs.
 fn with_demos(program: &Program, demos: impl Fn(&Predictor) -> Vec<Demo>) -> Program {
     Program {
         steps: program
             .steps
             .iter()
             .map(|step| Predictor {
-                demos: demos(step),
+                demos: if step.optimize {
+                    demos(step)
+                } else {
+                    step.demos.clone()
+                },
                 ..step.clone()
             })
             .collect(),
+        retrievals: program.retrievals.clone(),
     }
 }
 

@@ -112,6 +112,15 @@ impl Optimizer for Gepa {
             pool.add(baseline.clone(), &rows);
             let mut rng = session.rng("gepa");
             let steps = session.student().steps.len().max(1);
+            // Reflection rewrites the steps that may be optimized, in turn.
+            let tunable: Vec<usize> = session
+                .student()
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.optimize)
+                .map(|(i, _)| i)
+                .collect();
             let train_len = session.train().0.len();
             let mut seen: Vec<String> = session
                 .student()
@@ -136,7 +145,9 @@ impl Optimizer for Gepa {
                     break;
                 };
                 let parent = pool.members[parent_at].clone();
-                let step = (iteration - 1) % steps;
+                let Some(&step) = tunable.get((iteration - 1) % tunable.len().max(1)) else {
+                    break;
+                };
                 let minibatch = rng.choose(train_len, settings.minibatch);
                 let seed = rng.next_u64();
                 let parent_rows = session

@@ -214,7 +214,8 @@ pub fn grounded_request(
     user.push_str(&format!(
         "The task: {}",
         describe_program(&Program {
-            steps: vec![predictor.clone()]
+            steps: vec![predictor.clone()],
+            retrievals: Vec::new(),
         })
     ));
     if program.steps.len() > 1 {
@@ -427,6 +428,7 @@ mod tests {
                 }],
             },
             demos: Vec::new(),
+            optimize: true,
         }
     }
 
@@ -515,6 +517,7 @@ mod tests {
     fn merging_takes_each_side_s_changed_steps() {
         let base = Program {
             steps: vec![step("a", "Do a."), step("b", "Do b.")],
+            retrievals: Vec::new(),
         };
         let left = with_instruction(&base, 0, "Do a better.");
         let right = with_instruction(&base, 1, "Do b better.");

@@ -131,9 +131,10 @@ impl Optimizer for Mipro {
             // The search.
             let steps = student.steps.len();
             let mut sizes = Vec::with_capacity(steps * 2);
-            for candidates in &proposed {
+            for (candidates, predictor) in proposed.iter().zip(&student.steps) {
                 sizes.push(candidates.len());
-                sizes.push(sets.len());
+                // A fixed step has one choice of demonstrations: its own.
+                sizes.push(if predictor.optimize { sets.len() } else { 1 });
             }
             let trials = settings.trials_for(steps);
             let val_len = session.val().0.len();
@@ -216,6 +217,10 @@ async fn propose_instructions(
     for (step, predictor) in student.steps.iter().enumerate() {
         let current = predictor.signature.instructions.clone();
         let mut candidates = vec![current.clone()];
+        if !predictor.optimize {
+            proposed.push(candidates);
+            continue;
+        }
         let grounded: Vec<&Program> = sets
             .iter()
             .map(|(_, p)| p)
@@ -293,6 +298,9 @@ fn compose(
 ) -> Program {
     let mut program = student.clone();
     for (step, predictor) in program.steps.iter_mut().enumerate() {
+        if !predictor.optimize {
+            continue;
+        }
         let (instruction, set) = (choice[2 * step], choice[2 * step + 1]);
         if let Some(text) = proposed.get(step).and_then(|c| c.get(instruction)) {
             predictor.signature.instructions = text.clone();

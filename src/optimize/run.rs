@@ -115,6 +115,8 @@ pub struct LoopContext {
     pub run_uid: String,
     /// The task model's calls.
     pub lm: Arc<dyn Lm>,
+    /// What the program's `retrieve` steps search.
+    pub retriever: Arc<dyn crate::corpus::Retriever>,
     /// The judges' calls, each on its own model.
     pub judges: Judges,
     /// The proposer's calls, for an optimizer that proposes instructions.
@@ -162,6 +164,7 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
         optimization_id: context.optimization_id,
         context: ExampleContext {
             lm: Arc::clone(&context.lm),
+            retriever: Arc::clone(&context.retriever),
             judges: context.judges.clone(),
             metric: task.metric.clone(),
             settings: task.generation.clone(),

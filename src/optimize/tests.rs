@@ -213,6 +213,7 @@ impl Loop {
             optimization_id: self.optimization_id,
             run_uid: "fake-run".into(),
             lm: Arc::clone(lm) as Arc<dyn crate::lm::Lm>,
+            retriever: Arc::new(crate::corpus::NoRetriever),
             judges: Judges::none(),
             proposer: proposer.map(|p| Arc::clone(p) as Arc<dyn crate::lm::Lm>),
             tracker: Arc::new(Tracker::new(budget)),

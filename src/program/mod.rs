@@ -4,7 +4,10 @@
 //! [`Lm`] (the generator, or a fake model in tests), so evaluations and optimizers run many
 //! examples concurrently on one engine.
 //! Multi-step programs pass values by name: each step reads its inputs from the example's
-//! inputs and the outputs of earlier steps.
+//! inputs and the outputs of earlier steps. `retrieve` steps ([`RetrieveStep`]) search a
+//! corpus through a [`Retriever`] and give later steps a list of passages, which prompts show
+//! as numbered passages; they have nothing to optimize. A predictor marked fixed
+//! (`optimize = false`) keeps its instructions and demonstrations through every optimizer.
 //!
 //! Architecture Invariant: every call is decoded under the grammar generated from the
 //! predictor's output fields, so a reply that parses is the normal case; a reply that still
@@ -16,6 +19,7 @@ pub mod signature;
 
 use serde::{Deserialize, Serialize};
 
+use crate::corpus::{self, Method, Passage, Query, RetrieveError, Retriever};
 use crate::engine::{GenerationRequest, Prompt, SamplingParams};
 use crate::lm::{Lm, LmError};
 
@@ -41,6 +45,38 @@ pub struct Predictor {
     /// Demonstrations shown before the input (what few-shot optimizers choose).
     #[serde(default)]
     pub demos: Vec<Demo>,
+    /// `false`: optimizers leave this step's instructions and demonstrations as they are.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub optimize: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
+}
+
+/// A step that searches a corpus: the `query` field's text, the `k` best passages by
+/// `method`, given to later steps as the field `output` (a list of passages: id, text, score).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveStep {
+    pub name: String,
+    /// How many predictors run before it (its place among the task file's steps).
+    pub after: usize,
+    /// The field whose text is the query: an example input or an earlier step's output.
+    pub query: String,
+    pub corpus: String,
+    pub k: usize,
+    #[serde(default)]
+    pub method: Method,
+    /// The field the passages are given as.
+    pub output: String,
+    /// The pinned model whose embeddings rank passages (default: the task's model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Predictor {
@@ -87,10 +123,13 @@ impl Default for CallSettings {
     }
 }
 
-/// A sequence of predictors.
+/// A sequence of predictors, with `retrieve` steps between them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Program {
     pub steps: Vec<Predictor>,
+    /// Searches, each placed after `after` predictors (in order among equal places).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retrievals: Vec<RetrieveStep>,
 }
 
 /// What one step did.
@@ -154,6 +193,8 @@ pub enum ProgramError {
     },
     #[error(transparent)]
     Lm(#[from] LmError),
+    #[error("step `{step}`: {error}")]
+    Retrieve { step: String, error: RetrieveError },
 }
 
 /// Why a program definition is unusable.
@@ -165,7 +206,7 @@ impl Program {
     /// Checks every signature, unique step names, and that every step's inputs come from the
     /// example (`example_fields`) or an earlier step.
     pub fn validate(&self, example_fields: &[String]) -> Result<(), ProgramDefinitionError> {
-        if self.steps.is_empty() {
+        if self.steps.is_empty() && self.retrievals.is_empty() {
             return Err(ProgramDefinitionError(
                 "a program needs at least one step".into(),
             ));
@@ -173,7 +214,51 @@ impl Program {
         let mut available: std::collections::BTreeSet<String> =
             example_fields.iter().cloned().collect();
         let mut names = std::collections::BTreeSet::new();
-        for step in &self.steps {
+        for retrieval in &self.retrievals {
+            if retrieval.after > self.steps.len() {
+                return Err(ProgramDefinitionError(format!(
+                    "retrieve step `{}` comes after {} predictors, but the program has {}",
+                    retrieval.name,
+                    retrieval.after,
+                    self.steps.len()
+                )));
+            }
+        }
+        let retrieve_at = |index: usize| self.retrievals.iter().filter(move |r| r.after == index);
+        let check_retrieval = |retrieval: &RetrieveStep,
+                               available: &mut std::collections::BTreeSet<String>,
+                               names: &mut std::collections::BTreeSet<String>|
+         -> Result<(), ProgramDefinitionError> {
+            if !names.insert(retrieval.name.clone()) {
+                return Err(ProgramDefinitionError(format!(
+                    "two steps are named `{}`",
+                    retrieval.name
+                )));
+            }
+            if !available.contains(&retrieval.query) {
+                return Err(ProgramDefinitionError(format!(
+                    "retrieve step `{}` queries with `{}`, which is neither an input field of the dataset nor an output of an earlier step",
+                    retrieval.name, retrieval.query
+                )));
+            }
+            if retrieval.k == 0 {
+                return Err(ProgramDefinitionError(format!(
+                    "retrieve step `{}`: k must be at least 1",
+                    retrieval.name
+                )));
+            }
+            if !available.insert(retrieval.output.clone()) {
+                return Err(ProgramDefinitionError(format!(
+                    "retrieve step `{}` outputs `{}`, a field that already exists",
+                    retrieval.name, retrieval.output
+                )));
+            }
+            Ok(())
+        };
+        for (index, step) in self.steps.iter().enumerate() {
+            for retrieval in retrieve_at(index) {
+                check_retrieval(retrieval, &mut available, &mut names)?;
+            }
             if !names.insert(step.name.clone()) {
                 return Err(ProgramDefinitionError(format!(
                     "two steps are named `{}`",
@@ -195,28 +280,79 @@ impl Program {
                 available.insert(output.name);
             }
         }
+        for retrieval in retrieve_at(self.steps.len()) {
+            check_retrieval(retrieval, &mut available, &mut names)?;
+        }
         Ok(())
+    }
+
+    /// The corpora the program searches, each once, in step order.
+    pub fn corpora(&self) -> Vec<&RetrieveStep> {
+        let mut seen = Vec::<&RetrieveStep>::new();
+        for retrieval in &self.retrievals {
+            if !seen
+                .iter()
+                .any(|r| r.corpus == retrieval.corpus && r.model == retrieval.model)
+            {
+                seen.push(retrieval);
+            }
+        }
+        seen
+    }
+
+    /// Names of the predictors optimizers may change.
+    pub fn optimized_steps(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| s.optimize)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     /// The names of the fields the program produces, in step order (reasoning excluded).
     pub fn output_names(&self) -> Vec<String> {
-        self.steps
-            .iter()
-            .flat_map(|s| s.signature.outputs.iter().map(|f| f.name.clone()))
-            .collect()
+        let mut names = Vec::new();
+        for (index, step) in self.steps.iter().enumerate() {
+            names.extend(
+                self.retrievals
+                    .iter()
+                    .filter(|r| r.after == index)
+                    .map(|r| r.output.clone()),
+            );
+            names.extend(step.signature.outputs.iter().map(|f| f.name.clone()));
+        }
+        names.extend(
+            self.retrievals
+                .iter()
+                .filter(|r| r.after == self.steps.len())
+                .map(|r| r.output.clone()),
+        );
+        names
     }
 
-    /// Runs every step on `inputs`.
+    /// Runs every step on `inputs`; `retrieve` steps search through `retriever`.
     pub async fn forward(
         &self,
         lm: &dyn Lm,
+        retriever: &dyn Retriever,
         inputs: &Values,
         settings: &CallSettings,
     ) -> Result<Prediction, ProgramError> {
         let mut values = inputs.clone();
         let mut outputs = Values::new();
-        let mut trace = Vec::with_capacity(self.steps.len());
-        for step in &self.steps {
+        let mut trace = Vec::with_capacity(self.steps.len() + self.retrievals.len());
+        for index in 0..=self.steps.len() {
+            for retrieval in self.retrievals.iter().filter(|r| r.after == index) {
+                let step = retrieve(retriever, retrieval, &values).await?;
+                if let Some(found) = step.outputs.as_ref().and_then(|o| o.get(&retrieval.output)) {
+                    values.insert(retrieval.output.clone(), found.clone());
+                    outputs.insert(retrieval.output.clone(), found.clone());
+                }
+                trace.push(step);
+            }
+            let Some(step) = self.steps.get(index) else {
+                break;
+            };
             let mut step_inputs = Values::new();
             for field in &step.signature.inputs {
                 let value = values
@@ -270,6 +406,75 @@ impl Program {
     }
 }
 
+/// Runs one `retrieve` step: its trace carries the query as input and the passages as output
+/// (`raw` lists the passage ids found, one per line).
+async fn retrieve(
+    retriever: &dyn Retriever,
+    step: &RetrieveStep,
+    values: &Values,
+) -> Result<StepTrace, ProgramError> {
+    let query = values
+        .get(&step.query)
+        .ok_or_else(|| ProgramError::MissingInput {
+            step: step.name.clone(),
+            field: step.query.clone(),
+        })?;
+    let text = adapter::format_value(query);
+    let found = retriever
+        .retrieve(Query {
+            corpus: step.corpus.clone(),
+            text: text.clone(),
+            k: step.k,
+            method: step.method,
+            model: step.model.clone(),
+        })
+        .await
+        .map_err(|error| match error {
+            RetrieveError::Lm(e) => ProgramError::Lm(e),
+            error => ProgramError::Retrieve {
+                step: step.name.clone(),
+                error,
+            },
+        })?;
+    let raw = found
+        .passages
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let passages = serde_json::to_value(&found.passages).expect("passages serialize");
+    Ok(StepTrace {
+        predictor: step.name.clone(),
+        inputs: Values::from([(step.query.clone(), serde_json::Value::String(text))]),
+        outputs: Some(Values::from([(step.output.clone(), passages)])),
+        raw,
+        call_id: found.call_id.unwrap_or(0),
+        cached: found.cached,
+        tokens: found.tokens,
+    })
+}
+
+/// The passages of a field value that a `retrieve` step produced (`None` for other values).
+pub fn passages_of(value: &serde_json::Value) -> Option<Vec<Passage>> {
+    let items = value.as_array()?;
+    if items.is_empty() {
+        return Some(Vec::new());
+    }
+    items
+        .iter()
+        .all(|item| item.get("id").is_some() && item.get("text").is_some())
+        .then(|| serde_json::from_value(value.clone()).ok())
+        .flatten()
+}
+
+/// A field value as a prompt shows it: passages numbered, one per line; anything else as text.
+pub fn render_value(value: &serde_json::Value) -> String {
+    match passages_of(value) {
+        Some(passages) if !passages.is_empty() => format!("\n{}", corpus::render_passages(&passages)),
+        _ => adapter::format_value(value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +502,7 @@ mod tests {
                     .collect(),
             },
             demos: Vec::new(),
+            optimize: true,
         }
     }
 
@@ -307,6 +513,7 @@ mod tests {
                 step("a", &["text"], &["summary"]),
                 step("b", &["summary"], &["label"]),
             ],
+            retrievals: Vec::new(),
         };
         assert!(program.validate(&["text".into()]).is_ok());
         assert_eq!(program.output_names(), ["summary", "label"]);
@@ -317,6 +524,7 @@ mod tests {
                 step("b", &["summary"], &["label"]),
                 step("a", &["text"], &["summary"]),
             ],
+            retrievals: Vec::new(),
         };
         assert!(backwards.validate(&["text".into()]).is_err());
     }

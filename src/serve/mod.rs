@@ -174,12 +174,14 @@ impl Server {
             let engine = ws.engine(&task.task.model)?;
             let own = ws.artifact_for(&task, task.program.clone())?;
             let pin = ws.registry().get(&task.task.model)?;
+            let (_, embedders) = ws.corpus_uses(&task.program, &task.task.model)?;
             tasks.push((
                 spec.clone(),
                 task,
                 engine,
                 own,
                 (pin.name.clone(), pin.sha256.clone()),
+                embedders,
             ));
         }
         let main = engines
@@ -215,15 +217,22 @@ impl Server {
             })
             .collect::<Vec<_>>();
         let mut programs: Vec<ServedProgram> = Vec::new();
-        for (i, (spec, task, engine, own, pin)) in tasks.into_iter().enumerate() {
-            let generator = run.generator(engine, run.group(models.len() + i), config.use_cache);
+        for (i, (spec, task, engine, own, pin, embedders)) in tasks.into_iter().enumerate() {
+            let group = run.group(models.len() + i);
+            let generator = run.generator(engine, group, config.use_cache);
+            let mut retriever = crate::retriever::CorpusRetriever::new(Arc::clone(ws.store()))
+                .with_default_model(&task.task.model);
+            for (name, engine) in embedders {
+                retriever =
+                    retriever.with_embedder(&name, run.generator(engine, group, config.use_cache));
+            }
             let served = ServedProgram::new(
                 task,
                 spec.artifact.as_deref(),
                 &own,
                 pin,
                 ws.store(),
-                generator,
+                (generator, Arc::new(retriever)),
             );
             let served = match served {
                 Ok(s) => s,
@@ -444,6 +453,7 @@ fn program_error(e: &ProgramError) -> ApiError {
             Some(g) => generate_error(g),
             None => ApiError::server(e.to_string()),
         },
+        ProgramError::Retrieve { .. } => ApiError::server(e.to_string()),
     }
 }
 

@@ -61,6 +61,8 @@ pub struct ServedProgram {
     pin: (String, String),
     source: Source,
     pub(super) generator: Generator,
+    /// What the program's `retrieve` steps search.
+    retriever: Arc<dyn crate::corpus::Retriever>,
     /// Promoted artifacts already checked, by hash.
     checked: Mutex<HashMap<String, Arc<Program>>>,
 }
@@ -73,7 +75,7 @@ impl ServedProgram {
         own: &Artifact,
         pin: (String, String),
         store: &Store,
-        generator: Generator,
+        (generator, retriever): (Generator, Arc<dyn crate::corpus::Retriever>),
     ) -> Result<ServedProgram, crate::workspace::WorkspaceError> {
         let name = task.task.name.clone();
         let (id, alias, source) = match spec_artifact {
@@ -115,6 +117,7 @@ impl ServedProgram {
             pin,
             source,
             generator,
+            retriever,
             checked: Mutex::new(HashMap::new()),
         })
     }
@@ -216,7 +219,12 @@ impl ServedProgram {
         inputs: &Values,
     ) -> Result<Prediction, ProgramError> {
         program
-            .forward(&self.generator, inputs, &self.task.generation)
+            .forward(
+                &self.generator,
+                self.retriever.as_ref(),
+                inputs,
+                &self.task.generation,
+            )
             .await
     }
 }

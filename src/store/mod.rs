@@ -7,6 +7,7 @@
 mod artifacts;
 mod audit;
 mod calls;
+mod corpora;
 mod error;
 mod evals;
 mod gc;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension};
 pub use artifacts::StoredArtifact;
 pub use audit::{BundleRecord, ReplayRow};
 pub use calls::{CallRecord, NewCall};
+pub use corpora::{CorpusFileRecord, CorpusRecord, FileIndex, IndexChange, StoredVectors};
 pub use error::StoreError;
 pub use evals::EvalRecord;
 pub use gc::{Collected, GcRun, RunSelection, Vacuumed};
@@ -79,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "the optimization queue",
         include_str!("migrations/0007_jobs.sql"),
+    ),
+    (
+        8,
+        "retrieval corpora",
+        include_str!("migrations/0008_corpora.sql"),
     ),
 ];
 

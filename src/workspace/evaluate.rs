@@ -73,6 +73,7 @@ pub async fn evaluate(
                 "examples": split.examples,
                 "artifact": artifact,
                 "train_hash": data.train.0.hash,
+                "corpora": models.corpora,
                 "val_hash": data.val.0.hash,
                 "test_hash": data.test.0.hash,
                 "data_cleaning": data.cleaning,
@@ -84,8 +85,11 @@ pub async fn evaluate(
         cancel,
     )?;
     let (lm, judges) = models.for_run(&run, &task.task.model, run.group(0), request.use_cache);
+    let retriever =
+        models.retriever_for_run(ws, &run, &task.task.model, run.group(0), request.use_cache);
     let context = ExampleContext {
         lm,
+        retriever,
         judges,
         metric: task.metric.clone(),
         settings: task.generation.clone(),
@@ -146,12 +150,13 @@ pub async fn predict(
         values.insert(field, value.clone());
     }
     let engine = ws.engine(&task.task.model)?;
+    let (corpora, embedders) = ws.corpus_uses(&task.program, &task.task.model)?;
     let run = ws.begin_run(
         RunKind::Predict,
         task_config(
             &task,
             ws.engine_config(),
-            serde_json::json!({ "input": values, "artifact": artifact }),
+            serde_json::json!({ "input": values, "artifact": artifact, "corpora": corpora }),
             None,
         ),
         Some(task.task.seed),
@@ -159,8 +164,21 @@ pub async fn predict(
         cancel,
     )?;
     let generator = run.generator(engine, run.group(0), true);
-    run.drive(task.program.forward(&generator, &values, &task.generation))
-        .await
+    let retriever = super::corpus::run_retriever(
+        ws,
+        &run,
+        &embedders,
+        &task.task.model,
+        run.group(0),
+        true,
+    );
+    run.drive(task.program.forward(
+        &generator,
+        retriever.as_ref(),
+        &values,
+        &task.generation,
+    ))
+    .await
 }
 
 /// What a task-based run records: the task file, its program, metric and settings.

@@ -27,6 +27,8 @@ pub enum RunKind {
     Replay,
     Bench,
     Serve,
+    /// Embedding a corpus.
+    Index,
 }
 
 impl RunKind {
@@ -39,6 +41,7 @@ impl RunKind {
             RunKind::Replay => "replay",
             RunKind::Bench => "bench",
             RunKind::Serve => "serve",
+            RunKind::Index => "index",
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod audit;
 mod check;
+mod corpus;
 mod evaluate;
 mod lifecycle;
 mod optimize;
@@ -22,6 +23,7 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use audit::{replay, ReplayRequest};
 pub use check::{check, CheckReport, CheckRequest, PreviousCheck, Regression};
+pub use corpus::{add_corpus, embed, AddCorpusRequest, CorpusAdded, CorpusEmbedded, CorpusUse};
 pub use evaluate::{
     bench, bench_scheduler, evaluate, generate, predict, EvalRequest, Evaluated, PredictRequest,
     SplitName,
@@ -126,6 +128,10 @@ pub struct TaskModels {
     pub judges: Vec<(String, Arc<Engine>)>,
     /// The proposer's engine, for an optimizer that proposes instructions.
     pub proposer: Option<Arc<Engine>>,
+    /// The engines that embed the queries of `retrieve` steps, by model name.
+    pub embedders: Vec<(String, Arc<Engine>)>,
+    /// The corpora the program searches, as runs record them.
+    pub corpora: Vec<CorpusUse>,
 }
 
 impl Workspace {
@@ -200,10 +206,13 @@ impl Workspace {
             .iter()
             .map(|model| Ok((model.clone(), self.engine(model)?)))
             .collect::<Result<_, WorkspaceError>>()?;
+        let (corpora, embedders) = self.corpus_uses(&task.program, &roles.task)?;
         Ok(TaskModels {
             engine,
             judges,
             proposer: None,
+            embedders,
+            corpora,
         })
     }
 

@@ -223,6 +223,8 @@ pub async fn optimize_loops(
         ));
     };
     let loops = prepare(ws, loops)?;
+    let mut config = config;
+    config["corpora"] = corpora_of(&loops);
     let run = ws.begin_run(
         RunKind::Optimize,
         config,
@@ -277,6 +279,7 @@ pub async fn resume(
         let positions: Vec<usize> = pending.iter().map(|(position, _, _)| *position).collect();
         let ids: Vec<i64> = pending.iter().map(|(_, id, _)| *id).collect();
         let prepared = prepare(ws, pending.into_iter().map(|(_, _, spec)| spec).collect())?;
+        check_corpora(&stored.config["corpora"], &corpora_of(&prepared))?;
         let run = RunHandle::reopen(
             ws.store(),
             RunKind::Optimize,
@@ -447,6 +450,55 @@ struct Prepared {
     models: TaskModels,
 }
 
+/// The corpora the loops search, each once, as the run records them.
+fn corpora_of(loops: &[Prepared]) -> serde_json::Value {
+    let mut uses: Vec<&super::CorpusUse> = Vec::new();
+    for prepared in loops {
+        for corpus in &prepared.models.corpora {
+            if !uses.contains(&corpus) {
+                uses.push(corpus);
+            }
+        }
+    }
+    serde_json::to_value(uses).expect("corpus uses serialize")
+}
+
+/// A resumed run must search the corpora it began with: results from two versions of a
+/// corpus would be mixed.
+fn check_corpora(
+    recorded: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Result<(), WorkspaceError> {
+    let hashes = |value: &serde_json::Value| -> Vec<(String, String)> {
+        value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| {
+                Some((
+                    u["corpus"].as_str()?.to_string(),
+                    u["content_hash"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    };
+    let now = hashes(now);
+    for (corpus, hash) in hashes(recorded) {
+        if let Some((_, current)) = now.iter().find(|(c, _)| *c == corpus) {
+            if *current != hash {
+                return Err(WorkspaceError::Invalid(format!(
+                    "corpus `{corpus}` changed since this run began (content {} then, {} now); \
+                     resuming would mix results from both: start a new optimization, or restore \
+                     the corpus's files and `corpus add` them again",
+                    &hash[..12.min(hash.len())],
+                    &current[..12.min(current.len())]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses each loop's task and loads every model it needs, before a run is begun or
 /// reopened, so that a missing or mismatched model file leaves no half-started run.
 fn prepare(ws: &Workspace, specs: Vec<LoopSpec>) -> Result<Vec<Prepared>, WorkspaceError> {
@@ -479,6 +531,8 @@ async fn execute(
         let Prepared { spec, task, models } = prepared;
         let (lm, judges) = models.for_run(run, &task.task.model, run.group(position), use_cache);
         let proposer = models.proposer_for_run(run, run.group(position), use_cache);
+        let retriever =
+            models.retriever_for_run(ws, run, &task.task.model, run.group(position), use_cache);
         let observer = observers.observer(
             &format!("{} · {}", task.task.name, spec.optimizer.name()),
             &tracker,
@@ -488,6 +542,7 @@ async fn execute(
             optimization_id,
             run_uid: run.uid.clone(),
             lm,
+            retriever,
             judges,
             proposer,
             tracker: Arc::clone(&tracker),

@@ -180,6 +180,7 @@ fn every_type() -> Predictor {
             ],
         },
         demos: Vec::new(),
+        optimize: true,
     }
 }
 
