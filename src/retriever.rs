@@ -119,7 +119,8 @@ impl CorpusRetriever {
         let rows = if n == 0 {
             Tensor::zeros((0, 1), candle_core::DType::F32, &Device::Cpu)
         } else {
-            Tensor::from_vec(stored.matrix, (n, stored.dim), &Device::Cpu).and_then(|m| unit_rows(&m))
+            Tensor::from_vec(stored.matrix, (n, stored.dim), &Device::Cpu)
+                .and_then(|m| unit_rows(&m))
         }
         .map_err(failed)?;
         let matrix = Arc::new(Matrix {

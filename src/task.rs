@@ -128,7 +128,8 @@ impl StepSpec {
                 ));
             }
         }
-        let need = |key: &str| format!("step `{name}`: a {kind:?} step needs `{key}`").to_lowercase();
+        let need =
+            |key: &str| format!("step `{name}`: a {kind:?} step needs `{key}`").to_lowercase();
         program.steps.push(Predictor {
             name: self.name,
             kind,

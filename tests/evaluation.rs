@@ -126,7 +126,8 @@ fn chain_of_thought_produces_reasoning_then_the_answer() {
         &tuningfork::corpus::NoRetriever,
         &inputs,
         &task.generation,
-    )).unwrap();
+    ))
+    .unwrap();
     let reasoning = prediction
         .outputs
         .get("reasoning")
@@ -179,7 +180,8 @@ max_tokens = 32
         &tuningfork::corpus::NoRetriever,
         &inputs,
         &task.generation,
-    )).unwrap();
+    ))
+    .unwrap();
     assert_eq!(prediction.trace.steps.len(), 2);
     let city = prediction.outputs["city"].clone();
     assert_eq!(

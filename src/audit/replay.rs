@@ -224,12 +224,7 @@ pub async fn replay(
                 let embedded = generator.embed(&call.embed.text).await?;
                 let pooling_changed = embedded.vector.is_empty()
                     || call.embed.pooling != generator.engine().pooling();
-                Ok::<_, AuditError>((
-                    index,
-                    pooling_changed,
-                    encode_vector(&embedded.vector),
-                    0,
-                ))
+                Ok::<_, AuditError>((index, pooling_changed, encode_vector(&embedded.vector), 0))
             });
             continue;
         }

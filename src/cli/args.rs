@@ -111,6 +111,85 @@ pub enum Command {
     /// Evaluate a program and fail (exit 1) when it scores below a bar or regressed since the
     /// last check.
     Check(CheckArgs),
+    /// Retrieval corpora in the store: add files, embed, search, list, show, remove.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CorpusCommand {
+    /// Index files into a corpus (created when new): JSONL with `id` and `text` (other keys
+    /// kept as metadata), plain text and Markdown split into passages; directories are read
+    /// for such files. Unchanged files are skipped; a changed file updates only the passages
+    /// that changed.
+    Add(CorpusAddArgs),
+    /// Embed every passage of a corpus that has no embedding from a pinned model.
+    Embed {
+        name: String,
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// What a retrieve step would return for a query.
+    Search {
+        name: String,
+        query: String,
+        #[arg(short, long, default_value_t = 3)]
+        k: usize,
+        #[arg(long, value_enum, default_value_t = MethodArg::Bm25)]
+        method: MethodArg,
+        /// The embedding model (embedding and hybrid).
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// The corpora in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One corpus: its files, content hash, embeddings and first passages.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a corpus with its passages, index and embeddings.
+    Remove { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    Bm25,
+    Embedding,
+    Hybrid,
+}
+
+#[derive(Debug, Args)]
+pub struct CorpusAddArgs {
+    pub name: String,
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Longest passage cut from text and Markdown, in characters.
+    #[arg(long, default_value_t = 600)]
+    pub max_chars: usize,
+    /// Characters repeated from the end of a passage at the start of the next when a long
+    /// paragraph is cut.
+    #[arg(long, default_value_t = 0)]
+    pub overlap: usize,
+    /// Then embed the corpus with this pinned model.
+    #[arg(long)]
+    pub embed: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -738,6 +817,20 @@ pub struct BenchArgs {
     /// reading resident memory.
     #[arg(long, conflicts_with = "scheduler")]
     pub serve: bool,
+    /// Instead: retrieval — indexing speed and query latency for BM25 on --passages synthetic
+    /// passages, and with --embed N embedding speed (against a prefill of the same passages)
+    /// and embedding and hybrid query latency over N of them. Runs on a scratch store.
+    #[arg(long, conflicts_with_all = ["scheduler", "serve"])]
+    pub retrieval: bool,
+    /// Passages of the --retrieval corpus.
+    #[arg(long, default_value_t = 10_000)]
+    pub passages: usize,
+    /// Queries of --retrieval, per method.
+    #[arg(long, default_value_t = 500)]
+    pub queries: usize,
+    /// Passages embedded with --retrieval (0: BM25 only).
+    #[arg(long, default_value_t = 0)]
+    pub embed: usize,
     /// Concurrent clients with --serve.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,

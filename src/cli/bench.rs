@@ -14,6 +14,9 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     if args.serve {
         return serve(global, args);
     }
+    if args.retrieval {
+        return super::corpus::bench(global, args);
+    }
     let ws = workspace(global, &args.engine)?;
     let options = BenchOptions {
         prompt_tokens: args.prompt_tokens,

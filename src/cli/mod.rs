@@ -5,6 +5,7 @@ pub mod args;
 mod artifacts;
 mod audit;
 mod bench;
+mod corpus;
 mod eval;
 mod generate;
 mod models;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Worker(args) => queue::worker(&cli.global, args),
         Command::Status(args) => queue::status(&cli.global, args),
         Command::Report(args) => queue::report(&cli.global, args),
+        Command::Corpus(command) => corpus::run(&cli.global, command),
         Command::Check(args) => match queue::check(&cli.global, args)? {
             true => Ok(()),
             false => anyhow::bail!("the check failed (see above)"),

@@ -168,10 +168,7 @@ pub fn read_file(path: &Path, chunker: &Chunker) -> Result<Vec<SourcePassage>, S
 }
 
 /// Reads each file in order, then refuses an id that two passages share, in one file or two.
-pub fn read_files(
-    paths: &[PathBuf],
-    chunker: &Chunker,
-) -> Result<Vec<SourcePassage>, SourceError> {
+pub fn read_files(paths: &[PathBuf], chunker: &Chunker) -> Result<Vec<SourcePassage>, SourceError> {
     let mut passages = Vec::new();
     for path in paths {
         passages.extend(read_file(path, chunker)?);
@@ -225,7 +222,10 @@ fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, SourceError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     std::str::from_utf8(bytes).map_err(|e| SourceError::NotUtf8 {
         path: path.to_path_buf(),
-        line: 1 + bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count(),
+        line: 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
     })
 }
 
@@ -268,7 +268,13 @@ fn jsonl_passage(path: &Path, line: usize, raw: &str) -> Result<SourcePassage, S
     };
     let mut object = match parsed {
         Ok(object) => object,
-        Err(message) => return Err(SourceError::Malformed { path, line, message }),
+        Err(message) => {
+            return Err(SourceError::Malformed {
+                path,
+                line,
+                message,
+            })
+        }
     };
     // A JSON map keeps the last of two equal keys; look again for one that came twice.
     if let Ok(KeyCheck(Some(key))) = serde_json::from_str::<KeyCheck>(raw) {
@@ -620,7 +626,9 @@ mod tests {
 
     /// The message refusing `content` as `name`, which must name the file and `line`.
     fn refused(name: &str, content: impl AsRef<[u8]>, line: usize) -> String {
-        let err = read_as(name, content, &Chunker::default()).unwrap_err().to_string();
+        let err = read_as(name, content, &Chunker::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("{name}:{line}: ")), "{err}");
         err
     }
@@ -679,15 +687,30 @@ mod tests {
             ("{not json", "not a JSON object"),
             ("[1, 2]", "found an array"),
             (r#"{"text": "x"}"#, "`id` is missing"),
-            (r#"{"id": "", "text": "x"}"#, "`id` must be a non-empty string or an integer"),
+            (
+                r#"{"id": "", "text": "x"}"#,
+                "`id` must be a non-empty string or an integer",
+            ),
             (r#"{"id": 1.5, "text": "x"}"#, "`id` must be"),
             (r#"{"id": ["a"], "text": "x"}"#, "`id` must be"),
             (r#"{"id": "a"}"#, "`text` is missing"),
             (r#"{"id": "a", "text": " \n "}"#, "`text` is empty"),
-            (r#"{"id": "a", "text": 3}"#, "`text` must be a string, found a number"),
-            (r#"{"id": "a", "text": "x", "metadata": [1]}"#, "`metadata` must be a JSON object"),
-            (r#"{"id": "a", "text": "x", "id": "b"}"#, "`id` is given twice"),
-            (r#"{"id": "a", "text": "x", "k": 1, "metadata": {"k": 2}}"#, "`k` is given twice"),
+            (
+                r#"{"id": "a", "text": 3}"#,
+                "`text` must be a string, found a number",
+            ),
+            (
+                r#"{"id": "a", "text": "x", "metadata": [1]}"#,
+                "`metadata` must be a JSON object",
+            ),
+            (
+                r#"{"id": "a", "text": "x", "id": "b"}"#,
+                "`id` is given twice",
+            ),
+            (
+                r#"{"id": "a", "text": "x", "k": 1, "metadata": {"k": 2}}"#,
+                "`k` is given twice",
+            ),
         ];
         for (line, expected) in cases {
             let err = refused("bad.jsonl", format!("{good}\n\n{line}\n"), 3);
@@ -701,7 +724,10 @@ mod tests {
             let mut bytes = b"{\"id\": 1, \"text\": \"ok\"}\n\n".to_vec();
             bytes.extend(b"{\"id\": 2, \"text\": \"caf\xe9\"}\n");
             let err = refused(name, bytes, 3);
-            assert!(err.contains("not UTF-8") && err.contains("iconv -f latin1 -t utf-8"), "{err}");
+            assert!(
+                err.contains("not UTF-8") && err.contains("iconv -f latin1 -t utf-8"),
+                "{err}"
+            );
         }
     }
 
@@ -713,10 +739,17 @@ mod tests {
         assert!(message.contains("notes.pdf") && message.contains(".jsonl, .ndjson, .txt, .md"));
         assert_eq!(texts(&read("NOTES.MD", "# T\nBody")), ["Body"]);
         assert_eq!(texts(&read("rows.NDJSON", r#"{"id":1,"text":"x"}"#)), ["x"]);
-        let empty = [("a.txt", "\n \n"), ("b.jsonl", "\r\n\n"), ("c.md", "# Only\n## Headings\n")];
+        let empty = [
+            ("a.txt", "\n \n"),
+            ("b.jsonl", "\r\n\n"),
+            ("c.md", "# Only\n## Headings\n"),
+        ];
         for (name, content) in empty {
             let err = read_as(name, content, &Chunker::default()).unwrap_err();
-            assert!(matches!(err, SourceError::NoPassages { .. }), "{name}: {err}");
+            assert!(
+                matches!(err, SourceError::NoPassages { .. }),
+                "{name}: {err}"
+            );
             assert!(err.to_string().contains(name), "{err}");
         }
     }
@@ -750,7 +783,12 @@ mod tests {
                 ("guide.md#1", "Preface.", None, 1),
                 ("guide.md#2", "Intro.", Some("Guide"), 4),
                 ("guide.md#3", "Run it.", Some("Guide > Install"), 7),
-                ("guide.md#4", "Use apt.", Some("Guide > Install > Linux"), 10),
+                (
+                    "guide.md#4",
+                    "Use apt.",
+                    Some("Guide > Install > Linux"),
+                    10
+                ),
                 ("guide.md#5", "Open it.", Some("Guide > Use"), 13),
                 ("guide.md#6", "Notes.", Some("Appendix"), 16),
                 ("guide.md#7", "Sharp.", Some("Appendix > C#"), 18),
@@ -758,7 +796,10 @@ mod tests {
         );
         // `#` lines are text in a plain-text file, and `#tag` is no heading in Markdown.
         assert_eq!(texts(&read("n.txt", "# Title\nBody")), ["# Title\nBody"]);
-        assert_eq!(summary(&read("n.md", "#tag\nBody")), [("n.md#1", "#tag\nBody", None, 1)]);
+        assert_eq!(
+            summary(&read("n.md", "#tag\nBody")),
+            [("n.md#1", "#tag\nBody", None, 1)]
+        );
     }
 
     #[test]
@@ -827,7 +868,10 @@ mod tests {
         assert!(passages.iter().all(|p| p.text.chars().count() <= 50));
         let mut words = passages.iter().flat_map(|p| p.text.split_whitespace());
         assert!(words.all(|w| w == "word" || w == "intro"));
-        assert_eq!(passages.iter().map(|p| p.line).collect::<Vec<_>>(), [1, 2, 2, 2]);
+        assert_eq!(
+            passages.iter().map(|p| p.line).collect::<Vec<_>>(),
+            [1, 2, 2, 2]
+        );
     }
 
     #[test]
@@ -837,9 +881,15 @@ mod tests {
         let chars: Vec<char> = text.chars().collect();
         let slice = |r: Range<usize>| chars[r].iter().collect::<String>();
         let passages = read_as("jp.txt", &text, &chunker(50, 0)).unwrap();
-        assert_eq!(texts(&passages), [slice(0..50), slice(50..100), slice(100..120)]);
+        assert_eq!(
+            texts(&passages),
+            [slice(0..50), slice(50..100), slice(100..120)]
+        );
         let passages = read_as("jp.txt", &text, &chunker(50, 5)).unwrap();
-        assert_eq!(texts(&passages), [slice(0..50), slice(45..95), slice(90..120)]);
+        assert_eq!(
+            texts(&passages),
+            [slice(0..50), slice(45..95), slice(90..120)]
+        );
     }
 
     #[test]
@@ -851,25 +901,52 @@ mod tests {
             path
         };
         let a = write("a.jsonl", r#"{"id": "x", "text": "one"}"#);
-        let b = write("b.jsonl", "{\"id\": \"y\", \"text\": \"2\"}\n{\"id\": \"x\", \"text\": \"3\"}");
+        let b = write(
+            "b.jsonl",
+            "{\"id\": \"y\", \"text\": \"2\"}\n{\"id\": \"x\", \"text\": \"3\"}",
+        );
         let err = read_files(&[a.clone(), b], &Chunker::default()).unwrap_err();
         let message = err.to_string();
-        assert!(matches!(err, SourceError::DuplicateId { first_line: 1, line: 2, .. }));
-        assert!(message.contains("passage id `x` appears twice: "), "{message}");
+        assert!(matches!(
+            err,
+            SourceError::DuplicateId {
+                first_line: 1,
+                line: 2,
+                ..
+            }
+        ));
+        assert!(
+            message.contains("passage id `x` appears twice: "),
+            "{message}"
+        );
         assert!(message.contains("a.jsonl line 1 and ") && message.contains("b.jsonl line 2"));
         // Within one file (an integer id is its decimal string).
-        let twice = write("twice.jsonl", "{\"id\": 1, \"text\": \"a\"}\n{\"id\": \"1\", \"text\": \"b\"}");
+        let twice = write(
+            "twice.jsonl",
+            "{\"id\": 1, \"text\": \"a\"}\n{\"id\": \"1\", \"text\": \"b\"}",
+        );
         let err = read_file(&twice, &Chunker::default()).unwrap_err();
-        assert!(matches!(err, SourceError::DuplicateId { ref id, .. } if id == "1"), "{err}");
+        assert!(
+            matches!(err, SourceError::DuplicateId { ref id, .. } if id == "1"),
+            "{err}"
+        );
         // Text files of the same name in two folders.
         std::fs::create_dir(dir.path().join("other")).unwrap();
-        let notes = [write("notes.txt", "First."), write("other/notes.txt", "Second.")];
-        let err = read_files(&notes, &Chunker::default()).unwrap_err().to_string();
+        let notes = [
+            write("notes.txt", "First."),
+            write("other/notes.txt", "Second."),
+        ];
+        let err = read_files(&notes, &Chunker::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`notes.txt#1`"), "{err}");
         // Distinct ids are read file after file.
         let c = write("c.txt", "Third.");
         let all = read_files(&[a, c], &Chunker::default()).unwrap();
-        assert_eq!(all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["x", "c.txt#1"]);
+        assert_eq!(
+            all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["x", "c.txt#1"]
+        );
     }
 
     #[test]
@@ -877,8 +954,14 @@ mod tests {
         assert_eq!(Chunker::default(), chunker(600, 0));
         assert_eq!(Chunker::default().validate(), Ok(()));
         assert_eq!(chunker(50, 24).validate(), Ok(()));
-        assert!(chunker(49, 0).validate().unwrap_err().contains("at least 50"));
-        assert!(chunker(600, 300).validate().unwrap_err().contains("less than half"));
+        assert!(chunker(49, 0)
+            .validate()
+            .unwrap_err()
+            .contains("at least 50"));
+        assert!(chunker(600, 300)
+            .validate()
+            .unwrap_err()
+            .contains("less than half"));
         let err = read_as("a.txt", "text", &chunker(10, 0)).unwrap_err();
         assert!(matches!(err, SourceError::BadChunker(_)), "{err}");
         // Settings left out take their defaults.

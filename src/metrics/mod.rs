@@ -202,9 +202,9 @@ impl MetricSpec {
             MetricSpec::PerField { fields, .. } if fields.is_empty() => Err(MetricError::Invalid(
                 "per_field needs at least one field".into(),
             )),
-            MetricSpec::RecallAtK { k: Some(0), .. } | MetricSpec::Mrr { k: Some(0), .. } => Err(
-                MetricError::Invalid("k must be at least 1".into()),
-            ),
+            MetricSpec::RecallAtK { k: Some(0), .. } | MetricSpec::Mrr { k: Some(0), .. } => {
+                Err(MetricError::Invalid("k must be at least 1".into()))
+            }
             _ => Ok(()),
         }
     }

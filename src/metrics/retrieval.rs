@@ -31,14 +31,11 @@ fn retrieved_ids(
     field: &str,
     k: Option<usize>,
 ) -> Result<Vec<String>, MetricError> {
-    let passages = prediction
-        .get(field)
-        .and_then(passages_of)
-        .ok_or_else(|| {
-            MetricError::Invalid(format!(
-                "`{field}` is not the output of a retrieve step (a list of passages)"
-            ))
-        })?;
+    let passages = prediction.get(field).and_then(passages_of).ok_or_else(|| {
+        MetricError::Invalid(format!(
+            "`{field}` is not the output of a retrieve step (a list of passages)"
+        ))
+    })?;
     Ok(passages
         .into_iter()
         .take(k.unwrap_or(usize::MAX))
@@ -120,7 +117,10 @@ mod tests {
         assert_eq!(r(json!(["b"]), None).score, 1.0);
         assert_eq!(r(json!(["c"]), Some(2)).score, 0.0);
         assert_eq!(r(json!(["a", "z"]), None).score, 0.5);
-        assert!(r(json!(["a", "z"]), None).feedback.unwrap().contains("miss z"));
+        assert!(r(json!(["a", "z"]), None)
+            .feedback
+            .unwrap()
+            .contains("miss z"));
         // One id may be given without a list, and integers count as ids.
         assert_eq!(r(json!("a"), None).score, 1.0);
         let numbered = prediction(&["7"]);

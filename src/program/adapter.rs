@@ -102,7 +102,9 @@ fn render_inputs(signature: &Signature, inputs: &Values) -> String {
             format!(
                 "{}: {}",
                 f.name,
-                inputs.get(&f.name).map_or(String::new(), super::render_value)
+                inputs
+                    .get(&f.name)
+                    .map_or(String::new(), super::render_value)
             )
         })
         .collect::<Vec<_>>()

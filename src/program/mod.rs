@@ -470,7 +470,9 @@ pub fn passages_of(value: &serde_json::Value) -> Option<Vec<Passage>> {
 /// A field value as a prompt shows it: passages numbered, one per line; anything else as text.
 pub fn render_value(value: &serde_json::Value) -> String {
     match passages_of(value) {
-        Some(passages) if !passages.is_empty() => format!("\n{}", corpus::render_passages(&passages)),
+        Some(passages) if !passages.is_empty() => {
+            format!("\n{}", corpus::render_passages(&passages))
+        }
         _ => adapter::format_value(value),
     }
 }

@@ -314,9 +314,7 @@ impl Store {
                                 "passage id `{}` of {} line {} is already in corpus `{name}` \
                                  from {other_file} line {other_line}; ids must be unique in a \
                                  corpus",
-                                passage.id,
-                                file.path,
-                                passage.line
+                                passage.id, file.path, passage.line
                             )));
                         }
                         change.added += 1;
@@ -382,6 +380,52 @@ impl Store {
         )
         .map_err(sql)?;
         Ok(change)
+    }
+
+    /// The first `limit` passages of a corpus in id order: (id, file, line, text).
+    pub fn corpus_passages(
+        &self,
+        corpus_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT passage_id, file, line, text FROM passages WHERE corpus_id = ?1
+                 ORDER BY passage_id LIMIT ?2",
+            )
+            .map_err(|e| self.sql_error(e))?;
+        let rows = statement
+            .query_map(rusqlite::params![corpus_id, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.sql_error(e))?;
+        Ok(rows)
+    }
+
+    /// Runs `work` (this store's own calls) in one transaction: committed when it returns
+    /// `Ok`, rolled back otherwise. For many small writes at once, by a caller that is the
+    /// store's only writer meanwhile (the connection is shared).
+    pub(crate) fn in_transaction<T>(
+        &self,
+        work: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn()
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql_error(e))?;
+        match work() {
+            Ok(value) => {
+                self.conn()
+                    .execute_batch("COMMIT")
+                    .map_err(|e| self.sql_error(e))?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = self.conn().execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// Deletes a corpus, its passages, embeddings and index. `false` when there was none.
@@ -637,17 +681,29 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let chunker = Chunker::default();
         store
-            .index_corpus("a", &chunker, &[file("x.jsonl", "h", vec![passage("1", "one")])])
+            .index_corpus(
+                "a",
+                &chunker,
+                &[file("x.jsonl", "h", vec![passage("1", "one")])],
+            )
             .unwrap();
         let err = store
-            .index_corpus("a", &chunker, &[file("y.jsonl", "h", vec![passage("1", "uno")])])
+            .index_corpus(
+                "a",
+                &chunker,
+                &[file("y.jsonl", "h", vec![passage("1", "uno")])],
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains("`1`") && err.contains("x.jsonl"), "{err}");
         // The refused file left nothing behind.
         assert_eq!(store.corpus("a").unwrap().unwrap().files.len(), 1);
         store
-            .index_corpus("b", &chunker, &[file("y.jsonl", "h", vec![passage("1", "one two")])])
+            .index_corpus(
+                "b",
+                &chunker,
+                &[file("y.jsonl", "h", vec![passage("1", "one two")])],
+            )
             .unwrap();
         assert_eq!(search(&store, "a", "one"), ["1"]);
         assert!(store.remove_corpus("a").unwrap());
@@ -664,7 +720,11 @@ mod tests {
             .index_corpus(
                 "c",
                 &chunker,
-                &[file("a", "h", vec![passage("1", "one"), passage("2", "two")])],
+                &[file(
+                    "a",
+                    "h",
+                    vec![passage("1", "one"), passage("2", "two")],
+                )],
             )
             .unwrap();
         let id = store.corpus("c").unwrap().unwrap().id;
@@ -681,7 +741,11 @@ mod tests {
             .index_corpus(
                 "c",
                 &chunker,
-                &[file("a", "h2", vec![passage("1", "one"), passage("2", "deux")])],
+                &[file(
+                    "a",
+                    "h2",
+                    vec![passage("1", "one"), passage("2", "deux")],
+                )],
             )
             .unwrap();
         let missing = store.passages_to_embed(id, "m", "f").unwrap();

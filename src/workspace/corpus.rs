@@ -10,6 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{RunKind, TaskModels, Workspace, WorkspaceError};
+use crate::bench::retrieval::{RetrievalBenchOptions, RetrievalBenchReport};
 use crate::corpus::{self, Chunker, Method, RetrieveError, Retriever};
 use crate::engine::Engine;
 use crate::observe::Observer;
@@ -90,9 +91,10 @@ pub async fn add_corpus(
     observer: &dyn Observer,
     cancel: CancellationToken,
 ) -> Result<CorpusAdded, WorkspaceError> {
-    request.chunker.validate().map_err(|e| {
-        WorkspaceError::Invalid(format!("the chunker settings are invalid: {e}"))
-    })?;
+    request
+        .chunker
+        .validate()
+        .map_err(|e| WorkspaceError::Invalid(format!("the chunker settings are invalid: {e}")))?;
     if request.name.trim().is_empty() || request.name.chars().any(char::is_whitespace) {
         return Err(WorkspaceError::Invalid(format!(
             "`{}` cannot name a corpus: use letters, digits, `-` or `_`",
@@ -113,9 +115,8 @@ pub async fn add_corpus(
     let mut indexed = Vec::new();
     let mut unchanged = 0;
     for path in &files {
-        let bytes = std::fs::read(path).map_err(|e| {
-            WorkspaceError::Invalid(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| WorkspaceError::Invalid(format!("cannot read {}: {e}", path.display())))?;
         let file_hash = hex::encode(Sha256::digest(&bytes));
         let recorded = path.display().to_string();
         if same_chunker && known.get(&recorded) == Some(&file_hash) {
@@ -162,12 +163,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WorkspaceError> {
             entries.sort();
             let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| p.is_dir());
             out.extend(files.into_iter().filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| {
-                        ["jsonl", "ndjson", "txt", "md", "markdown"]
-                            .contains(&e.to_ascii_lowercase().as_str())
-                    })
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    ["jsonl", "ndjson", "txt", "md", "markdown"]
+                        .contains(&e.to_ascii_lowercase().as_str())
+                })
             }));
             out.extend(expand(&dirs)?);
         } else {
@@ -208,9 +207,7 @@ pub async fn embed(
     observer.stage(&format!("embedding {corpus} with {model}"), todo as u64);
     let store = Arc::clone(ws.store());
     let report = run
-        .drive(async {
-            embed_corpus(&store, &generator, corpus, &|_, _| observer.advance()).await
-        })
+        .drive(async { embed_corpus(&store, &generator, corpus, &|_, _| observer.advance()).await })
         .await?;
     Ok(CorpusEmbedded {
         model: model.to_string(),
@@ -325,4 +322,204 @@ pub fn run_retriever(
             retriever.with_embedder(name, run.generator(Arc::clone(engine), group, use_cache));
     }
     Arc::new(retriever)
+}
+
+/// `corpus search`: what a `retrieve` step would return for `query` (embedding methods
+/// record the query's embedding under a `search` run).
+pub async fn search(
+    ws: &Workspace,
+    query: corpus::Query,
+    cancel: CancellationToken,
+) -> Result<corpus::Retrieved, WorkspaceError> {
+    if !query.method.uses_embeddings() {
+        let retriever = CorpusRetriever::new(Arc::clone(ws.store()));
+        return retriever.retrieve(query).await.map_err(invalid);
+    }
+    let model = query
+        .model
+        .clone()
+        .unwrap_or_else(crate::task::default_model);
+    let engine = ws.engine(&model)?;
+    let run = ws.begin_run(
+        RunKind::Search,
+        serde_json::json!({ "query": query, "model": model }),
+        None,
+        &engine,
+        cancel,
+    )?;
+    let retriever = run_retriever(
+        ws,
+        &run,
+        &[(model.clone(), engine)],
+        &model,
+        run.group(0),
+        true,
+    );
+    run.drive(async { retriever.retrieve(query).await.map_err(invalid) })
+        .await
+}
+
+/// `bench --retrieval`: the retrieval benchmark on a scratch store in a temporary directory
+/// (the user's store is not touched), with `model` embedding when `options.embed > 0`.
+pub async fn bench_retrieval(
+    ws: &Workspace,
+    model: &str,
+    options: &RetrievalBenchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+    cancel: CancellationToken,
+) -> Result<RetrievalBenchReport, WorkspaceError> {
+    let dir = tempfile::tempdir()
+        .map_err(|e| invalid(format!("cannot make a scratch directory: {e}")))?;
+    let path = dir.path().join("bench.sqlite");
+    let store = Arc::new(crate::store::Store::open(&path)?);
+    let engine = if options.embed > 0 {
+        Some(ws.engine(model)?)
+    } else {
+        None
+    };
+    let fingerprint = crate::engine::EngineFingerprint::current();
+    let run = RunHandle::begin(
+        &store,
+        RunKind::Bench,
+        serde_json::json!({ "retrieval": options, "model": model }),
+        Some(options.seed),
+        (engine.as_ref().map(|e| e.model_sha256()), &fingerprint),
+        cancel,
+    )?;
+    let generator = engine.map(|e| run.generator(e, run.group(0), true));
+    let report = run
+        .drive(async {
+            crate::bench::retrieval::run(
+                &store,
+                Some(&path),
+                generator.as_ref().map(|g| (model, g)),
+                options,
+                progress,
+            )
+            .await
+            .map_err(invalid)
+        })
+        .await?;
+    Ok(report)
+}
+
+impl std::fmt::Display for CorpusAdded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.change;
+        writeln!(
+            f,
+            "corpus {} {}: {} passages (content {})",
+            self.corpus,
+            if c.created { "created" } else { "updated" },
+            c.passages,
+            crate::artifact::short(&c.content_hash)
+        )?;
+        writeln!(
+            f,
+            "  {} added, {} changed, {} removed, {} unchanged; {} files unchanged since last indexed",
+            c.added, c.updated, c.removed, c.unchanged, c.files_unchanged
+        )?;
+        if let Some(e) = &self.embedded {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for CorpusEmbedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.report;
+        write!(
+            f,
+            "embedded {} passages with {} ({} computed, {} from the cache, {} already stored) in {:.1} s; run {}",
+            r.embedded,
+            self.model,
+            r.computed,
+            r.embedded - r.computed,
+            r.already,
+            self.seconds,
+            self.run
+        )
+    }
+}
+
+/// A corpus as `corpus list --json` and `corpus show --json` give it.
+pub fn corpus_json(c: &crate::store::CorpusRecord) -> serde_json::Value {
+    serde_json::json!({
+        "name": c.name,
+        "passages": c.passages,
+        "content_hash": c.content_hash,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "chunker": c.chunker,
+        "files": c.files.iter().map(|f| serde_json::json!({
+            "path": f.path, "sha256": f.file_hash, "passages": f.passages, "indexed_at": f.indexed_at,
+        })).collect::<Vec<_>>(),
+        "embeddings": c.embedded.iter().map(|(sha, n)| serde_json::json!({
+            "model_sha256": sha, "passages": n,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The table of `corpus list`.
+pub fn corpus_table(corpora: &[crate::store::CorpusRecord]) -> String {
+    let mut out = format!(
+        "{:<20} {:>9} {:>6} {:<13} {:<25} {}\n",
+        "name", "passages", "files", "content", "updated", "embedded by"
+    );
+    for c in corpora {
+        let embedded: Vec<String> = c
+            .embedded
+            .iter()
+            .map(|(sha, n)| format!("{} ({n})", crate::artifact::short(sha)))
+            .collect();
+        out.push_str(&format!(
+            "{:<20} {:>9} {:>6} {:<13} {:<25} {}\n",
+            c.name,
+            c.passages,
+            c.files.len(),
+            crate::artifact::short(&c.content_hash),
+            c.updated_at,
+            if embedded.is_empty() {
+                "-".to_string()
+            } else {
+                embedded.join(", ")
+            }
+        ));
+    }
+    out
+}
+
+/// `corpus show`: the corpus, its files, embeddings and first passages.
+pub fn corpus_details(
+    store: &crate::store::Store,
+    c: &crate::store::CorpusRecord,
+) -> Result<String, WorkspaceError> {
+    let mut out = format!(
+        "corpus   {}\npassages {}\ncontent  {}\nchunker  max {} chars, overlap {}\nupdated  {}\n",
+        c.name,
+        c.passages,
+        c.content_hash,
+        c.chunker.max_chars,
+        c.chunker.overlap_chars,
+        c.updated_at
+    );
+    out.push_str("files\n");
+    for f in &c.files {
+        out.push_str(&format!(
+            "  {}  {} passages  sha256 {}\n",
+            f.path,
+            f.passages,
+            crate::artifact::short(&f.file_hash)
+        ));
+    }
+    for (sha, n) in &c.embedded {
+        out.push_str(&format!("embedded {n} passages by model {sha}\n"));
+    }
+    out.push_str("first passages\n");
+    for (id, file, line, text) in store.corpus_passages(c.id, 5)? {
+        let text: String = text.chars().take(100).collect();
+        out.push_str(&format!("  {id}  ({file}:{line})  {text}\n"));
+    }
+    Ok(out)
 }

@@ -164,20 +164,12 @@ pub async fn predict(
         cancel,
     )?;
     let generator = run.generator(engine, run.group(0), true);
-    let retriever = super::corpus::run_retriever(
-        ws,
-        &run,
-        &embedders,
-        &task.task.model,
-        run.group(0),
-        true,
-    );
-    run.drive(task.program.forward(
-        &generator,
-        retriever.as_ref(),
-        &values,
-        &task.generation,
-    ))
+    let retriever =
+        super::corpus::run_retriever(ws, &run, &embedders, &task.task.model, run.group(0), true);
+    run.drive(
+        task.program
+            .forward(&generator, retriever.as_ref(), &values, &task.generation),
+    )
     .await
 }
 

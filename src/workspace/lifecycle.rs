@@ -29,6 +29,8 @@ pub enum RunKind {
     Serve,
     /// Embedding a corpus.
     Index,
+    /// A search of a corpus (`corpus search`).
+    Search,
 }
 
 impl RunKind {
@@ -42,6 +44,7 @@ impl RunKind {
             RunKind::Bench => "bench",
             RunKind::Serve => "serve",
             RunKind::Index => "index",
+            RunKind::Search => "search",
         }
     }
 }

@@ -23,7 +23,10 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use audit::{replay, ReplayRequest};
 pub use check::{check, CheckReport, CheckRequest, PreviousCheck, Regression};
-pub use corpus::{add_corpus, embed, AddCorpusRequest, CorpusAdded, CorpusEmbedded, CorpusUse};
+pub use corpus::{
+    add_corpus, bench_retrieval, corpus_details, corpus_json, corpus_table, embed, search,
+    AddCorpusRequest, CorpusAdded, CorpusEmbedded, CorpusUse,
+};
 pub use evaluate::{
     bench, bench_scheduler, evaluate, generate, predict, EvalRequest, Evaluated, PredictRequest,
     SplitName,
