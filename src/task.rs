@@ -391,4 +391,35 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn retrieve_steps_and_fixed_steps_in_task_files() {
+        let base = std::fs::read_to_string(examples_dir().join("rag/task.toml")).unwrap();
+        let task = Task::parse(&base, Path::new("rag.toml"), PathBuf::from(".")).unwrap();
+        assert_eq!(task.program.retrievals[0].after, 0);
+        assert_eq!(task.program.retrievals[0].corpus, "vellmark");
+        assert_eq!(task.example_inputs(), ["question"]);
+        let fixed = base.replace(
+            "kind = \"predict\"\n",
+            "kind = \"predict\"\noptimize = false\n",
+        );
+        let task = Task::parse(&fixed, Path::new("rag.toml"), PathBuf::from(".")).unwrap();
+        assert!(task.program.optimized_steps().is_empty());
+
+        let err = |text: String| {
+            Task::parse(&text, Path::new("rag.toml"), PathBuf::from("."))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(base.replace("corpus = \"vellmark\"\n", ""));
+        assert!(e.contains("needs `corpus`"), "{e}");
+        let e = err(base.replace("k = 3\n", "k = 3\ninstructions = \"x\"\n"));
+        assert!(e.contains("no `instructions`"), "{e}");
+        // A query from a field no step produces is read from the data.
+        let topic = base.replace("query = \"question\"", "query = \"topic\"");
+        let task = Task::parse(&topic, Path::new("rag.toml"), PathBuf::from(".")).unwrap();
+        assert_eq!(task.example_inputs(), ["topic", "question"]);
+        let e = err(base.replace("method = \"bm25\"", "method = \"dense\""));
+        assert!(e.contains("dense"), "{e}");
+    }
 }

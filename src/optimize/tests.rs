@@ -618,3 +618,134 @@ fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
     // The instruction was also tried without demonstrations, or with them: both are choices.
     assert!(candidates.len() > 3, "{candidates:?}");
 }
+
+const TWO_STEPS: &str = r#"
+[task]
+name = "fake-sentiment"
+model = "fake"
+seed = 7
+
+[[steps]]
+name = "restate"
+kind = "predict"
+instructions = "Restate the review."
+inputs = [{ name = "review" }]
+outputs = [{ name = "restated", type = "text" }]
+optimize = false
+
+[[steps]]
+name = "classify"
+kind = "predict"
+instructions = "Classify the review."
+inputs = [{ name = "review" }, { name = "restated" }]
+outputs = [{ name = "sentiment", type = "choice", choices = ["positive", "negative", "neutral"] }]
+
+[dataset]
+path = "unused.jsonl"
+
+[metric]
+kind = "exact_match"
+field = "sentiment"
+"#;
+
+#[test]
+fn every_optimizer_leaves_a_fixed_step_as_written() {
+    let task = Task::parse(TWO_STEPS, Path::new("fake.toml"), ".".into()).unwrap();
+    assert_eq!(task.program.optimized_steps(), ["classify"]);
+    let proposer = Arc::new(FakeLm::new(3).with_script(|call| {
+        Some(
+            if call.request.grammar.as_deref() == Some(instructions::SUMMARY_GRAMMAR) {
+                "summary: Short reviews.".to_string()
+            } else {
+                format!("instruction: {NEW_INSTRUCTION}")
+            },
+        )
+    }));
+    // Right on every other training review, so bootstraps keep some traces.
+    let lm = Arc::new(FakeLm::new(1).with_script(|call| {
+        if call
+            .request
+            .grammar
+            .as_deref()
+            .is_some_and(|g| g.contains("restated"))
+        {
+            return Some("restated: the same review".to_string());
+        }
+        let Prompt::Chat(messages) = &call.request.prompt else {
+            return None;
+        };
+        let last = messages.last().map_or("", |m| m.content.as_str());
+        let review = last
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("review: ");
+        let i: usize = review.rsplit(' ').next()?.parse().ok()?;
+        let label = if i.is_multiple_of(2) {
+            LABELS[i % 3]
+        } else {
+            "positive"
+        };
+        Some(format!("sentiment: {label}"))
+    }));
+    for optimizer in [
+        OptimizerConfig::LabeledFewShot { k: 3 },
+        OptimizerConfig::BootstrapFewShot {
+            settings: bootstrap_settings(),
+        },
+        OptimizerConfig::RandomSearch {
+            settings: bootstrap_settings(),
+            candidates: 4,
+        },
+        OptimizerConfig::Mipro {
+            settings: MiproSettings {
+                candidates: 3,
+                trials: Some(6),
+                minibatch: 3,
+                full_eval_every: 3,
+                max_chars: 200,
+                demos: bootstrap_settings(),
+            },
+        },
+        OptimizerConfig::Gepa {
+            settings: GepaSettings {
+                candidates: 4,
+                metric_calls: Some(40),
+                minibatch: 3,
+                max_chars: 200,
+                merge: true,
+            },
+        },
+    ] {
+        let name = optimizer.name();
+        let mut spec = spec(optimizer);
+        spec.task_source = TWO_STEPS.into();
+        spec.program = task.program.clone();
+        let l = Loop::new(&spec);
+        let outcome = l
+            .run_with(
+                &spec,
+                &lm,
+                Some(&proposer),
+                Budget::default(),
+                Arc::new(Silent),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let chosen = l.chosen_program(&outcome);
+        assert_eq!(chosen.steps[0], task.program.steps[0], "{name}");
+        // No candidate of the run touched the fixed step, and every optimizer but the labeled
+        // one tried changing the other (labeled demonstrations need every input in the
+        // example, and `restated` comes from the fixed step).
+        let fixed = serde_json::to_value(&task.program.steps[0]).unwrap();
+        let free = serde_json::to_value(&task.program.steps[1]).unwrap();
+        let candidates = l.store.candidates(l.optimization_id).unwrap();
+        for candidate in &candidates {
+            assert_eq!(candidate.program["steps"][0], fixed, "{name}");
+        }
+        assert!(
+            name == "labeled_few_shot"
+                || candidates.iter().any(|c| c.program["steps"][1] != free),
+            "{name}"
+        );
+    }
+}

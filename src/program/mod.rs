@@ -530,4 +530,87 @@ mod tests {
         };
         assert!(backwards.validate(&["text".into()]).is_err());
     }
+
+    /// Returns two passages whatever the query, and remembers the queries.
+    struct Scripted(std::sync::Mutex<Vec<Query>>);
+
+    impl Retriever for Scripted {
+        fn retrieve(&self, query: Query) -> corpus::RetrieveFuture<'_> {
+            self.0.lock().unwrap().push(query);
+            Box::pin(async {
+                Ok(corpus::Retrieved {
+                    passages: vec![
+                        Passage {
+                            id: "h7".into(),
+                            text: "The red ferry leaves\nat noon.".into(),
+                            score: 2.5,
+                        },
+                        Passage {
+                            id: "h2".into(),
+                            text: "The blue ferry leaves at dawn.".into(),
+                            score: 1.0,
+                        },
+                    ],
+                    call_id: None,
+                    cached: false,
+                    tokens: 0,
+                })
+            })
+        }
+    }
+
+    #[test]
+    fn retrieve_steps_give_later_steps_numbered_passages() {
+        let program = Program {
+            steps: vec![step("answer", &["question", "passages"], &["answer"])],
+            retrievals: vec![RetrieveStep {
+                name: "search".into(),
+                after: 0,
+                query: "question".into(),
+                corpus: "town".into(),
+                k: 2,
+                method: Method::Bm25,
+                output: "passages".into(),
+                model: None,
+            }],
+        };
+        program.validate(&["question".into()]).unwrap();
+        assert_eq!(program.output_names(), ["passages", "answer"]);
+        let lm = crate::lm::FakeLm::new(1);
+        let retriever = Scripted(Default::default());
+        let inputs = Values::from([("question".to_string(), "When?".into())]);
+        let prediction = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(program.forward(&lm, &retriever, &inputs, &CallSettings::default()))
+            .unwrap();
+        let asked = retriever.0.lock().unwrap();
+        assert_eq!((asked[0].text.as_str(), asked[0].k), ("When?", 2));
+        // The prompt shows the passages numbered, one line each.
+        let prompt = &lm.calls()[0].prompt;
+        assert!(
+            prompt.contains("passages: \n[1] The red ferry leaves at noon.\n[2] The blue ferry"),
+            "{prompt}"
+        );
+        // The trace has the search first, with the passages found.
+        let search = &prediction.trace.steps[0];
+        assert_eq!(
+            (search.predictor.as_str(), search.raw.as_str()),
+            ("search", "h7\nh2")
+        );
+        assert_eq!(
+            passages_of(&prediction.outputs["passages"]).unwrap()[0].id,
+            "h7"
+        );
+        assert_eq!(prediction.trace.steps.len(), 2);
+
+        // A search that reads a field nobody provides is refused up front.
+        let mut broken = program.clone();
+        broken.retrievals[0].query = "topic".into();
+        assert!(broken
+            .validate(&["question".into()])
+            .unwrap_err()
+            .0
+            .contains("queries with `topic`"));
+    }
 }

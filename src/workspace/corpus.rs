@@ -118,7 +118,11 @@ pub async fn add_corpus(
         let bytes = std::fs::read(path)
             .map_err(|e| WorkspaceError::Invalid(format!("cannot read {}: {e}", path.display())))?;
         let file_hash = hex::encode(Sha256::digest(&bytes));
-        let recorded = path.display().to_string();
+        // Recorded absolute, so that adding from another directory finds the same file.
+        let recorded = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string();
         if same_chunker && known.get(&recorded) == Some(&file_hash) {
             unchanged += 1;
             continue;
