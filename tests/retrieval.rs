@@ -127,7 +127,11 @@ fn bad_corpus_input_names_the_file_and_line_and_changes_nothing() {
             b"{\"id\": \"a\", \"text\": \"again\"}\n",
             "good.jsonl",
         ),
-        ("latin1.md", b"# Caf\xe9\n\nCaf\xe9 au lait.\n", "latin1.md:1"),
+        (
+            "latin1.md",
+            b"# Caf\xe9\n\nCaf\xe9 au lait.\n",
+            "latin1.md:1",
+        ),
     ];
     for (name, bytes, position) in cases {
         let path = dir.join(name);

@@ -743,8 +743,7 @@ fn every_optimizer_leaves_a_fixed_step_as_written() {
             assert_eq!(candidate.program["steps"][0], fixed, "{name}");
         }
         assert!(
-            name == "labeled_few_shot"
-                || candidates.iter().any(|c| c.program["steps"][1] != free),
+            name == "labeled_few_shot" || candidates.iter().any(|c| c.program["steps"][1] != free),
             "{name}"
         );
     }
