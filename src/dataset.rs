@@ -411,7 +411,7 @@ fn object(line: &[u8], path: &Path, number: usize) -> Result<Option<JsonObject>,
         Err(e) => return Err(malformed(e.to_string())),
     };
     // A JSON map keeps the last of two equal keys; look again for one that came twice.
-    if let Ok(KeyCheck(Some(key))) = serde_json::from_str::<KeyCheck>(line) {
+    if let Some(key) = duplicate_key(line) {
         return Err(DatasetError::DuplicateKey {
             path: path.to_path_buf(),
             line: number,
@@ -419,6 +419,12 @@ fn object(line: &[u8], path: &Path, number: usize) -> Result<Option<JsonObject>,
         });
     }
     Ok(Some(object))
+}
+
+/// The first top-level key that the JSON object `text` has twice (a JSON map keeps only the
+/// last of two equal keys, so the parsed value cannot tell).
+pub(crate) fn duplicate_key(text: &str) -> Option<String> {
+    serde_json::from_str::<KeyCheck>(text).ok()?.0
 }
 
 /// The first top-level key that a JSON object has twice.
@@ -480,7 +486,8 @@ fn field_values(
         .collect()
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a JSON value is, for messages ("a string", "an array", …).
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use crate::dataset::{duplicate_key, kind};
 
 /// How plain-text and Markdown files are split into passages.
 ///
@@ -277,7 +278,7 @@ fn jsonl_passage(path: &Path, line: usize, raw: &str) -> Result<SourcePassage, S
         }
     };
     // A JSON map keeps the last of two equal keys; look again for one that came twice.
-    if let Ok(KeyCheck(Some(key))) = serde_json::from_str::<KeyCheck>(raw) {
+    if let Some(key) = duplicate_key(raw) {
         return Err(SourceError::DuplicateKey { path, line, key });
     }
     let id = match object.remove("id") {
@@ -318,48 +319,6 @@ fn jsonl_passage(path: &Path, line: usize, raw: &str) -> Result<SourcePassage, S
         file: path,
         line,
     })
-}
-
-/// What a JSON value is, for messages.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The first top-level key that a JSON object has twice.
-struct KeyCheck(Option<String>);
-
-impl<'de> Deserialize<'de> for KeyCheck {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Keys;
-        impl<'de> serde::de::Visitor<'de> for Keys {
-            type Value = KeyCheck;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<KeyCheck, A::Error> {
-                let mut seen = std::collections::HashSet::new();
-                let mut twice = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                    if twice.is_none() && !seen.insert(key.clone()) {
-                        twice = Some(key);
-                    }
-                }
-                Ok(KeyCheck(twice))
-            }
-        }
-        deserializer.deserialize_map(Keys)
-    }
 }
 
 /// A run of lines between blank lines (or a whole code fence), under a heading path.

@@ -418,7 +418,21 @@ impl Engine {
         prepared: PreparedRequest,
         deltas: Option<TextDeltas>,
     ) -> Result<Completion, EngineError> {
-        // Held until the answer arrives (or this future is dropped): backpressure.
+        self.send(|reply| Command::Generate {
+            group,
+            prepared,
+            reply,
+            deltas,
+        })
+        .await
+    }
+
+    /// Sends the command `make` builds around a reply channel and waits for the answer,
+    /// holding an in-flight permit until it arrives (or this future is dropped): backpressure.
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
+    ) -> Result<T, EngineError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -427,12 +441,7 @@ impl Engine {
         let (reply, receiver) = oneshot::channel();
         let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
         commands
-            .send(Command::Generate {
-                group,
-                prepared,
-                reply,
-                deltas,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| EngineError::Stopped)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
@@ -467,29 +476,20 @@ impl Engine {
     }
 
     /// Computes one text's embedding. Each text is evaluated alone in the worker's embedding
-    /// context, between generation steps, so a vector never depends on other work; one
-    /// embedding costs one prefill of its tokens.
+    /// context, between generation steps, so a vector never depends on other work. One
+    /// embedding is one evaluation of its tokens; llama.cpp's embedding mode also runs a
+    /// generative model's output layer on every token, which a prefill runs on the last only.
     ///
     /// Crate-private like [`Engine::submit_streaming`]: callers go through the generator.
     pub(crate) async fn submit_embedding(
         &self,
         prepared: PreparedEmbedding,
     ) -> Result<Vec<f32>, EngineError> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        let (reply, receiver) = oneshot::channel();
-        let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
-        commands
-            .send(Command::Embed {
-                tokens: prepared.tokens,
-                reply,
-            })
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        receiver.await.map_err(|_| EngineError::Stopped)?
+        self.send(|reply| Command::Embed {
+            tokens: prepared.tokens,
+            reply,
+        })
+        .await
     }
 
     /// The token ids `text` becomes (no special tokens added).
