@@ -313,6 +313,7 @@ mod tests {
                             ty: FieldType::Choice {
                                 choices: vec!["a".into(), "b".into()],
                             },
+                            max_chars: None,
                         }],
                     },
                     demos: Vec::new(),

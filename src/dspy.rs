@@ -302,6 +302,7 @@ mod tests {
                         name: "quantity".into(),
                         description: Some("how many".into()),
                         ty: FieldType::Integer,
+                        max_chars: None,
                     }],
                 },
                 demos: vec![

@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod dspy;
 pub mod engine;
 pub mod eval;
+pub mod gbnf;
 pub mod generator;
 pub mod lm;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! real model says.
 //!
 //! A reply depends only on the request and the fake's seed, never on call order or
-//! concurrency. Under a grammar it is a sample of the grammar ([`super::gbnf`]) drawn with a
+//! concurrency. Under a grammar it is a sample of the grammar ([`crate::gbnf`]) drawn with a
 //! generator seeded from a hash of the prompt and the sampling settings; without one, a few
 //! words from the same hash. A script can answer chosen requests instead; its answers are
 //! held to the request's grammar, so a test cannot hand a program a reply that a real model
@@ -13,9 +13,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::gbnf::Grammar;
 use super::{Generated, Lm, LmError, LmFuture};
 use crate::engine::{Completion, GenerationRequest, Prompt, SamplingParams, StopReason, Timings};
+use crate::gbnf::Grammar;
 use crate::random::Rng;
 
 /// One call the fake model answered.
@@ -234,6 +234,7 @@ mod tests {
             name: name.to_string(),
             description: None,
             ty,
+            max_chars: None,
         }
     }
 

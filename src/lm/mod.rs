@@ -11,7 +11,6 @@
 //! generator.
 
 mod fake;
-pub mod gbnf;
 
 use std::future::Future;
 use std::pin::Pin;

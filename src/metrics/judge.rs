@@ -92,11 +92,13 @@ pub fn judge_program(instructions: &str) -> Program {
                         ty: FieldType::Choice {
                             choices: JUDGE_SCORES.iter().map(|s| s.to_string()).collect(),
                         },
+                        max_chars: None,
                     },
                     OutputField {
                         name: "feedback".into(),
                         description: Some("what is right or wrong, in one sentence".into()),
                         ty: FieldType::Text,
+                        max_chars: None,
                     },
                 ],
             },

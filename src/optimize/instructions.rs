@@ -407,7 +407,7 @@ pub fn merge(ancestor: &Program, a: &Program, b: &Program) -> Option<Program> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm::gbnf::Grammar;
+    use crate::gbnf::Grammar;
     use crate::program::{FieldType, InputField, OutputField, PredictorKind, Signature};
     use serde_json::json;
 
@@ -425,6 +425,7 @@ mod tests {
                     name: "sentiment".into(),
                     description: None,
                     ty: FieldType::Text,
+                    max_chars: None,
                 }],
             },
             demos: Vec::new(),

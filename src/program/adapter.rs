@@ -46,6 +46,7 @@ pub fn reply_fields(signature: &Signature, reasoning: bool) -> Vec<OutputField> 
             name: REASONING_FIELD.to_string(),
             description: Some("think step by step, in one line, before answering".to_string()),
             ty: FieldType::Text,
+            max_chars: None,
         });
     }
     fields.extend(signature.outputs.iter().cloned());
@@ -81,7 +82,7 @@ fn system_prompt(signature: &Signature, fields: &[OutputField]) -> String {
     }
     text.push_str("\nOutput fields:\n");
     for field in fields {
-        let kind = field.ty.describe();
+        let kind = field.describe();
         match &field.description {
             Some(d) => text.push_str(&format!("- {} ({kind}): {}\n", field.name, d.trim())),
             None => text.push_str(&format!("- {} ({kind})\n", field.name)),
@@ -89,7 +90,7 @@ fn system_prompt(signature: &Signature, fields: &[OutputField]) -> String {
     }
     text.push_str("\nReply with exactly these lines, in this order:\n");
     for field in fields {
-        text.push_str(&format!("{}: <{}>\n", field.name, field.ty.describe()));
+        text.push_str(&format!("{}: <{}>\n", field.name, field.describe()));
     }
     text.trim_end().to_string()
 }
@@ -211,11 +212,13 @@ mod tests {
                     ty: FieldType::Choice {
                         choices: vec!["positive".into(), "negative".into()],
                     },
+                    max_chars: None,
                 },
                 OutputField {
                     name: "stars".into(),
                     description: Some("1 to 5".into()),
                     ty: FieldType::Integer,
+                    max_chars: None,
                 },
             ],
         }
@@ -266,6 +269,7 @@ mod tests {
             name: "f".into(),
             description: None,
             ty,
+            max_chars: None,
         };
         assert_eq!(
             parse_value(&field(FieldType::Number), "2.5").unwrap(),

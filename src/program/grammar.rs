@@ -21,7 +21,10 @@ pub fn for_outputs(fields: &[OutputField]) -> String {
     for (i, field) in fields.iter().enumerate() {
         let rule = format!("field{i}");
         let value = match &field.ty {
-            FieldType::Text => "[^\\n]+".to_string(),
+            FieldType::Text => match field.max_chars {
+                Some(n) => format!("[^\\n]{{1,{n}}}"),
+                None => "[^\\n]+".to_string(),
+            },
             FieldType::Choice { choices } => {
                 let alternatives: Vec<String> = choices.iter().map(|c| literal(c)).collect();
                 format!("({})", alternatives.join(" | "))
@@ -102,11 +105,13 @@ mod tests {
                 ty: FieldType::Choice {
                     choices: vec!["yes".into(), "say \"no\"".into()],
                 },
+                max_chars: None,
             },
             OutputField {
                 name: "count".into(),
                 description: None,
                 ty: FieldType::Integer,
+                max_chars: None,
             },
         ];
         let grammar = for_outputs(&fields);
@@ -121,12 +126,14 @@ mod tests {
             name: "data".into(),
             description: None,
             ty: FieldType::Json,
+            max_chars: None,
         }]);
         assert!(json.contains("object ::=") && json.contains("string ::="));
         let list = for_outputs(&[OutputField {
             name: "tags".into(),
             description: None,
             ty: FieldType::List,
+            max_chars: None,
         }]);
         assert!(list.contains("string ::=") && !list.contains("object ::="));
     }

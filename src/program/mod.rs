@@ -500,6 +500,7 @@ mod tests {
                         name: n.to_string(),
                         description: None,
                         ty: FieldType::Text,
+                        max_chars: None,
                     })
                     .collect(),
             },

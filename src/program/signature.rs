@@ -54,6 +54,19 @@ pub struct OutputField {
     pub description: Option<String>,
     #[serde(flatten)]
     pub ty: FieldType,
+    /// For text fields: the most characters a value may have (the grammar enforces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chars: Option<u32>,
+}
+
+impl OutputField {
+    /// How the field's values are described to the model.
+    pub fn describe(&self) -> String {
+        match self.max_chars {
+            Some(n) => format!("{}, at most {n} characters", self.ty.describe()),
+            None => self.ty.describe(),
+        }
+    }
 }
 
 /// Instructions plus typed input and output fields.
@@ -95,6 +108,22 @@ impl Signature {
             }
         }
         for field in &self.outputs {
+            match (field.max_chars, &field.ty) {
+                (Some(0), _) => {
+                    return Err(SignatureError(format!(
+                        "output field `{}` has max_chars = 0; a text value needs at least one character",
+                        field.name
+                    )))
+                }
+                (Some(_), ty) if *ty != FieldType::Text => {
+                    return Err(SignatureError(format!(
+                        "output field `{}` is {}; max_chars applies only to text fields",
+                        field.name,
+                        ty.describe()
+                    )))
+                }
+                _ => {}
+            }
             if let FieldType::Choice { choices } = &field.ty {
                 if choices.is_empty() {
                     return Err(SignatureError(format!(
@@ -147,6 +176,7 @@ mod tests {
             name: name.into(),
             description: None,
             ty,
+            max_chars: None,
         }
     }
 
@@ -169,6 +199,21 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.0.contains("no choices"));
+        let capped = |ty, max_chars| OutputField {
+            max_chars,
+            ..out("c", ty)
+        };
+        assert!(signature(vec![capped(FieldType::Text, Some(40))])
+            .validate()
+            .is_ok());
+        let err = signature(vec![capped(FieldType::Integer, Some(4))])
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("only to text fields"), "{err}");
+        let err = signature(vec![capped(FieldType::Text, Some(0))])
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("max_chars = 0"), "{err}");
     }
 
     #[test]
@@ -184,5 +229,8 @@ mod tests {
         );
         let field: OutputField = toml::from_str("name = \"n\"\ntype = \"integer\"\n").unwrap();
         assert_eq!(field.ty, FieldType::Integer);
+        let field: OutputField =
+            toml::from_str("name = \"t\"\ntype = \"text\"\nmax_chars = 30\n").unwrap();
+        assert_eq!((field.ty, field.max_chars), (FieldType::Text, Some(30)));
     }
 }

@@ -14,7 +14,7 @@
 //! becomes one rule, so recursive schemas work; definitions with no finite value and
 //! references that loop without consuming text (left recursion) are refused.
 //!
-//! Only constructs that llama.cpp and our interpreter ([`crate::lm::gbnf`]) both accept are
+//! Only constructs that llama.cpp and our interpreter ([`crate::gbnf`]) both accept are
 //! written: names of `[a-zA-Z0-9-]`, literals, classes with `\xHH`, `\t`, `\n` escapes, groups,
 //! `| ? * +` and `{m}`, `{m,}`, `{m,n}` up to 1000. The same schema always gives the same text:
 //! grammars are part of cache keys.
@@ -24,7 +24,7 @@ use std::fmt::{Display, Write as _};
 
 use serde_json::{Map, Value};
 
-use crate::lm::gbnf::Grammar;
+use crate::gbnf::Grammar;
 use crate::program::grammar::literal;
 
 /// Why a schema cannot be turned into a grammar.

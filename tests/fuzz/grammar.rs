@@ -94,6 +94,7 @@ fn output_field() -> impl Strategy<Value = OutputField> {
         name,
         description: None,
         ty,
+        max_chars: None,
     })
 }
 

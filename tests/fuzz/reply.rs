@@ -154,6 +154,7 @@ fn every_type() -> Predictor {
         name: name.to_string(),
         description: None,
         ty,
+        max_chars: None,
     };
     Predictor {
         name: "every_type".to_string(),

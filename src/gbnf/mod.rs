@@ -1,7 +1,9 @@
 //! A small interpreter for GBNF, the grammar language llama.cpp constrains decoding with.
 //!
-//! It exists so that the fake model ([`super::FakeLm`]) can obey a request's grammar without
-//! llama.cpp: [`Grammar::matches`] checks a reply, [`Grammar::sample`] makes one up. It covers
+//! It exists so that the fake model ([`crate::lm::FakeLm`]) can obey a request's grammar without
+//! llama.cpp ([`Grammar::matches`] checks a reply, [`Grammar::sample`] makes one up), and so
+//! that the engine knows where a reply stands ([`Grammar::continuation`]: the shortest way to
+//! finish it, the text it cannot avoid next). It covers
 //! what [`crate::program::grammar`] generates and a little more, for grammars written by hand
 //! in tests: rules `name ::= body` (a body may go on over following lines), `#` comments,
 //! sequences, `|`, groups, string literals, character classes (negated, with ranges and
@@ -19,7 +21,10 @@
 
 mod matching;
 mod parse;
+mod prefix;
 mod sample;
+
+pub use prefix::Continuation;
 
 use crate::random::Rng;
 
@@ -224,6 +229,7 @@ mod tests {
             name: name.into(),
             description: None,
             ty,
+            max_chars: None,
         };
         kinds
             .into_iter()

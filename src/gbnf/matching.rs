@@ -10,23 +10,15 @@ const MATCH_BUDGET: usize = 1_000_000;
 
 /// Whether the whole of `text` is in `grammar`'s language.
 pub(super) fn matches(grammar: &Grammar, text: &str) -> bool {
-    let text: Vec<char> = text.chars().collect();
-    let len = text.len();
-    let mut matcher = Matcher {
-        grammar,
-        text,
-        memo: HashMap::new(),
-        active: HashSet::new(),
-        frames: 0,
-        work: 0,
-    };
+    let mut matcher = Matcher::new(grammar, text.chars().collect());
+    let len = matcher.text.len();
     matcher.ends(&Node::Rule(grammar.root), 0).contains(&len)
 }
 
 /// Matching over sets of end positions, memoized per rule and start position.
-struct Matcher<'a> {
+pub(super) struct Matcher<'a> {
     grammar: &'a Grammar,
-    text: Vec<char>,
+    pub(super) text: Vec<char>,
     memo: HashMap<(usize, usize), Vec<usize>>,
     /// Rule applications under way; meeting one again at the same position is left recursion.
     active: HashSet<(usize, usize)>,
@@ -34,9 +26,25 @@ struct Matcher<'a> {
     work: usize,
 }
 
-impl Matcher<'_> {
+impl<'a> Matcher<'a> {
+    pub(super) fn new(grammar: &'a Grammar, text: Vec<char>) -> Self {
+        Matcher {
+            grammar,
+            text,
+            memo: HashMap::new(),
+            active: HashSet::new(),
+            frames: 0,
+            work: 0,
+        }
+    }
+
+    /// Whether the work budget is spent (answers after that are incomplete).
+    pub(super) fn spent(&self) -> bool {
+        self.work > MATCH_BUDGET
+    }
+
     /// The sorted positions where `node` can end when it starts at `start`.
-    fn ends(&mut self, node: &Node, start: usize) -> Vec<usize> {
+    pub(super) fn ends(&mut self, node: &Node, start: usize) -> Vec<usize> {
         self.work += 1;
         if self.work > MATCH_BUDGET || self.frames >= MAX_FRAMES {
             return Vec::new();
@@ -117,7 +125,7 @@ impl Matcher<'_> {
         }
     }
 
-    fn step(&mut self, node: &Node, from: &[usize]) -> Vec<usize> {
+    pub(super) fn step(&mut self, node: &Node, from: &[usize]) -> Vec<usize> {
         self.work += from.len();
         let mut next = BTreeSet::new();
         for &position in from {
@@ -166,6 +174,7 @@ mod tests {
             name: "data".into(),
             description: None,
             ty: FieldType::Json,
+            max_chars: None,
         }]));
         assert!(g.matches(r#"data: {"a": [1, "x\n", {"b": null}], "c": -2.5e3}"#));
         assert!(!g.matches(r#"data: {"a": }"#));

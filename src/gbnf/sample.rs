@@ -14,7 +14,7 @@ pub(super) const MAX_SAMPLE_BYTES: usize = 1 << 20;
 const SAMPLE_DEPTH: usize = 8;
 /// The characters a sample draws from, most readable first; the first tier that has a
 /// character in the class wins.
-const PREFERRED: [&str; 2] = [
+pub(super) const PREFERRED: [&str; 2] = [
     "abcdefghijklmnopqrstuvwxyz0123456789",
     " ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:;!?-+'\"/\\()[]{}<>=_*&%$#@^~`|",
 ];
