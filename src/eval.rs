@@ -31,6 +31,9 @@ pub struct ExampleResult {
     pub feedback: Option<String>,
     /// Why the example failed (an unparsable reply, with its raw text).
     pub error: Option<String>,
+    /// Output values the token budget cut short, as `step.field`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cut_short: Vec<String>,
     /// Every step that ran.
     #[serde(skip)]
     pub trace: Trace,
@@ -43,6 +46,8 @@ pub struct EvalReport {
     pub split_hash: String,
     pub mean: f64,
     pub failed: usize,
+    /// Examples with a value the token budget cut short.
+    pub cut: usize,
     pub results: Vec<ExampleResult>,
 }
 
@@ -178,6 +183,7 @@ pub async fn run_example(
         score: 0.0,
         feedback: None,
         error: None,
+        cut_short: Vec::new(),
         trace: Trace::default(),
     };
     match job
@@ -202,12 +208,14 @@ pub async fn run_example(
                     outputs: Some(prediction.outputs),
                     score: score.score,
                     feedback: score.feedback,
+                    cut_short: cut_short(&prediction.trace),
                     trace: prediction.trace,
                     ..base
                 },
                 Err(e) => ExampleResult {
                     outputs: Some(prediction.outputs),
                     error: Some(e.to_string()),
+                    cut_short: cut_short(&prediction.trace),
                     trace: prediction.trace,
                     ..base
                 },
@@ -223,6 +231,7 @@ pub async fn run_example(
             feedback: Some(format!(
                 "the reply of step `{step}` could not be used: {error}"
             )),
+            cut_short: cut_short(&trace),
             trace,
             ..base
         }),
@@ -238,6 +247,19 @@ pub async fn run_example(
             message: error.to_string(),
         }),
     }
+}
+
+/// The values of `trace` that the token budget cut short, as `step.field`.
+fn cut_short(trace: &Trace) -> Vec<String> {
+    trace
+        .steps
+        .iter()
+        .flat_map(|step| {
+            step.cut_short
+                .iter()
+                .map(move |field| format!("{}.{field}", step.predictor))
+        })
+        .collect()
 }
 
 /// The mean score of `results` (0 when there are none).
@@ -302,6 +324,7 @@ pub async fn evaluate(
         split_hash: split.hash.clone(),
         mean: mean_score(results.iter().map(|r| r.score)),
         failed: results.iter().filter(|r| r.error.is_some()).count(),
+        cut: results.iter().filter(|r| !r.cut_short.is_empty()).count(),
         results,
     })
 }

@@ -231,22 +231,25 @@ impl Generator {
         let hash = request_hash(model_sha256, &fingerprint_id, &prepared);
         let request_json = serde_json::to_string(&prepared.request).expect("requests serialize");
         let record = |completion: Result<&Completion, &EngineError>, cached: bool| {
-            let (output, prompt_tokens, completion_tokens, stop_reason, error) = match completion {
-                Ok(c) => (
-                    c.text.as_str(),
-                    c.prompt_tokens,
-                    c.completion_tokens,
-                    Some(c.stop_reason.as_str()),
-                    None,
-                ),
-                Err(e) => (
-                    "",
-                    prepared.prompt_tokens() as u32,
-                    0,
-                    None,
-                    Some(e.to_string()),
-                ),
-            };
+            let (output, prompt_tokens, completion_tokens, stop_reason, cut_at, error) =
+                match completion {
+                    Ok(c) => (
+                        c.text.as_str(),
+                        c.prompt_tokens,
+                        c.completion_tokens,
+                        Some(c.stop_reason.as_str()),
+                        c.cut_at,
+                        None,
+                    ),
+                    Err(e) => (
+                        "",
+                        prepared.prompt_tokens() as u32,
+                        0,
+                        None,
+                        None,
+                        Some(e.to_string()),
+                    ),
+                };
             self.store.record_call(&NewCall {
                 run_id: self.run_id,
                 request_hash: &hash,
@@ -258,6 +261,7 @@ impl Generator {
                 prompt_tokens,
                 completion_tokens,
                 stop_reason,
+                cut_at,
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
                 cached,
                 error: error.as_deref(),
@@ -275,6 +279,8 @@ impl Generator {
                         .as_deref()
                         .and_then(StopReason::parse)
                         .unwrap_or(StopReason::EndOfText),
+                    cut_at: hit.cut_at,
+                    forced_tokens: 0,
                     timings: Timings::default(),
                 };
                 let call_id = record(Ok(&completion), true)?;
@@ -348,6 +354,7 @@ impl Generator {
                 prompt_tokens: tokens,
                 completion_tokens: 0,
                 stop_reason,
+                cut_at: None,
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
                 cached,
                 error: error.as_deref(),

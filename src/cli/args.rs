@@ -52,6 +52,10 @@ pub struct EngineArgs {
     /// Do not reuse the KV cache of shared prompt prefixes.
     #[arg(long)]
     pub no_prefix_reuse: bool,
+    /// Decode grammar-forced text (field names, separators) one token at a time instead of
+    /// appending it as one chunk (outputs are the same; this is for measuring).
+    #[arg(long)]
+    pub no_jump_forward: bool,
     /// Layers to offload to the GPU (CUDA, Metal and Vulkan builds).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,

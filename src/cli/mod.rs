@@ -73,6 +73,7 @@ fn engine_config(args: &EngineArgs) -> EngineConfig {
         n_batch: args.batch_size,
         slots: args.slots,
         prefix_reuse: !args.no_prefix_reuse,
+        jump_forward: !args.no_jump_forward,
         gpu_layers: args.gpu_layers,
     }
 }

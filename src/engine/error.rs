@@ -22,6 +22,10 @@ pub enum EngineError {
         "the prompt is {tokens} tokens but the context holds {n_ctx}; shorten the prompt or raise --ctx-size"
     )]
     PromptTooLong { tokens: usize, n_ctx: u32 },
+    #[error(
+        "max_tokens = {max_tokens} cannot hold a complete reply: the shortest reply the grammar allows takes {needed} tokens; raise max_tokens to at least {needed}"
+    )]
+    BudgetTooSmall { max_tokens: u32, needed: usize },
     #[error("llama.cpp failed to evaluate the batch: {0}")]
     Decode(String),
     #[error("the request was cancelled")]

@@ -9,6 +9,7 @@
 //! own reply channel. The worker batches sequences continuously and reuses shared prompt
 //! prefixes ([`worker`]); a request's output never depends on what it was batched with.
 
+mod budget;
 pub mod chat;
 mod error;
 pub mod fingerprint;
@@ -53,6 +54,11 @@ pub struct EngineConfig {
     pub slots: u32,
     /// Reuse the KV cache of shared prompt prefixes.
     pub prefix_reuse: bool,
+    /// Append the text a grammar forces (field names, separators, the rest of a choice) as
+    /// one chunk, then confirm it token by token from the chunk's logits, instead of
+    /// decoding it one step at a time. Outputs are the same either way.
+    #[serde(default = "yes")]
+    pub jump_forward: bool,
     /// Layers offloaded to a GPU backend (ignored by CPU builds).
     pub gpu_layers: u32,
 }
@@ -65,9 +71,14 @@ impl Default for EngineConfig {
             n_batch: 512,
             slots: 4,
             prefix_reuse: true,
+            jump_forward: true,
             gpu_layers: 0,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl EngineConfig {
@@ -169,6 +180,9 @@ pub struct PreparedRequest {
     /// The exact text given to the tokenizer.
     pub rendered: String,
     tokens: Vec<LlamaToken>,
+    /// The grammar as our interpreter reads it (for budget-aware decoding and jump-forward
+    /// spans); `None` without a grammar or for one beyond the interpreter.
+    reply_grammar: Option<Arc<crate::gbnf::Grammar>>,
 }
 
 impl PreparedRequest {
@@ -380,10 +394,22 @@ impl Engine {
                 }
             },
         };
+        let mut reply_grammar = None;
         if let Some(grammar) = &request.grammar {
             // Parse once here so a bad grammar fails before it is queued.
             llama_cpp_2::sampling::LlamaSampler::grammar(&self.loaded.model, grammar, "root")
                 .map_err(|e| EngineError::Grammar(e.to_string()))?;
+            if let Ok(parsed) = crate::gbnf::Grammar::parse(grammar) {
+                if let Some(needed) = budget::min_reply_tokens(&self.loaded.model, &parsed) {
+                    if (request.max_tokens as usize) < needed {
+                        return Err(EngineError::BudgetTooSmall {
+                            max_tokens: request.max_tokens,
+                            needed,
+                        });
+                    }
+                }
+                reply_grammar = Some(Arc::new(parsed));
+            }
         }
         let tokens = tokenize(&self.loaded.model, &rendered);
         if tokens.is_empty() {
@@ -401,6 +427,7 @@ impl Engine {
             request,
             rendered,
             tokens,
+            reply_grammar,
         })
     }
 
@@ -445,6 +472,14 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Stopped)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// The fewest tokens any reply under the GBNF `grammar` takes with this model's
+    /// tokenizer (`None` when the grammar is beyond our interpreter): a `max_tokens` below it
+    /// is refused.
+    pub fn min_reply_tokens(&self, grammar: &str) -> Option<usize> {
+        let parsed = crate::gbnf::Grammar::parse(grammar).ok()?;
+        budget::min_reply_tokens(&self.loaded.model, &parsed)
     }
 
     /// How this engine pools embeddings.

@@ -162,5 +162,13 @@ pub struct Completion {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub stop_reason: StopReason,
+    /// Byte offset of `text` from which the token budget, not the model, decided what came
+    /// (the values from there on were cut short to finish the grammar in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_at: Option<u32>,
+    /// Generated tokens that were appended as a grammar-forced span and then confirmed, rather
+    /// than decoded one at a time.
+    #[serde(default)]
+    pub forced_tokens: u32,
     pub timings: Timings,
 }

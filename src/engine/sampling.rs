@@ -12,8 +12,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a change in this file could change a sampled token.
-pub const SAMPLER_VERSION: u32 = 1;
+/// Bumped whenever a change in token selection could change a sampled token. Version 2: under
+/// a grammar, a token is taken only if the reply can still be completed within `max_tokens`
+/// (`engine::budget`).
+pub const SAMPLER_VERSION: u32 = 2;
 
 /// How the next token is chosen. `temperature <= 0` means greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,7 +260,7 @@ mod tests {
         let draws: Vec<u64> = (0..3).map(|_| rng.next_u64() % 1_000_000).collect();
         assert_eq!(
             (SAMPLER_VERSION, draws),
-            (1, vec![475_994, 782_674, 639_638]),
+            (2, vec![475_994, 782_674, 639_638]),
             "the sampler's generator changed: bump SAMPLER_VERSION and update these values"
         );
     }

@@ -11,8 +11,18 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
+use super::budget::{self, Budget};
 use super::sampling::{self, Rng};
-use super::{Completion, EngineError, GenerationRequest, StopReason, Timings};
+use super::{Completion, EngineError, GenerationRequest, PreparedRequest, StopReason, Timings};
+
+/// What the sampler settled on.
+enum Choice {
+    Token(LlamaToken),
+    /// No token is allowed: the grammar is complete.
+    Nothing,
+    /// The shortest completion of the reply, to append whole.
+    Plan(Vec<LlamaToken>),
+}
 
 /// What happened after one token was chosen.
 pub(super) enum Step {
@@ -26,6 +36,12 @@ pub(super) enum Step {
 pub(super) struct Generation {
     rng: Rng,
     grammar: Option<LlamaSampler>,
+    /// Keeps a grammar reply within `max_tokens` (when our interpreter reads the grammar).
+    budget: Option<Budget>,
+    /// Byte offset of the text where the token budget first overrode the model.
+    cut_at: Option<u32>,
+    /// Tokens taken from jump-forward spans (appended unsampled, then confirmed).
+    forced_tokens: u32,
     masked: Vec<f32>,
     bytes: Vec<u8>,
     /// Bytes of `bytes` already handed out by [`Generation::take_delta`].
@@ -37,11 +53,8 @@ pub(super) struct Generation {
 }
 
 impl Generation {
-    pub(super) fn new(
-        model: &LlamaModel,
-        request: &GenerationRequest,
-        prompt_tokens: usize,
-    ) -> Result<Self, EngineError> {
+    pub(super) fn new(model: &LlamaModel, prepared: &PreparedRequest) -> Result<Self, EngineError> {
+        let request = &prepared.request;
         let grammar = match &request.grammar {
             Some(text) => Some(
                 LlamaSampler::grammar(model, text, "root")
@@ -52,11 +65,14 @@ impl Generation {
         Ok(Generation {
             rng: Rng::new(request.sampling.seed),
             grammar,
+            budget: prepared.reply_grammar.clone().map(Budget::new),
+            cut_at: None,
+            forced_tokens: 0,
             masked: Vec::new(),
             bytes: Vec::new(),
             streamed: 0,
             generated: 0,
-            prompt_tokens: prompt_tokens as u32,
+            prompt_tokens: prepared.tokens.len() as u32,
             started: Instant::now(),
             prefill_done: None,
         })
@@ -71,6 +87,8 @@ impl Generation {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.generated,
             stop_reason: reason,
+            cut_at: self.cut_at,
+            forced_tokens: self.forced_tokens,
             timings: Timings {
                 prefill_ms: (prefill_done - self.started).as_secs_f64() * 1e3,
                 decode_ms: (now - prefill_done).as_secs_f64() * 1e3,
@@ -102,32 +120,30 @@ impl Generation {
                 self.finish(self.text(), StopReason::ContextFull),
             ));
         }
-        let choice = match self.grammar.as_mut() {
-            None => sampling::sample(logits, &request.sampling, &mut self.rng),
-            Some(grammar) => {
-                apply_grammar(grammar, logits, &mut self.masked);
-                sampling::sample(&self.masked, &request.sampling, &mut self.rng)
+        let token = match self.choose(model, request, logits)? {
+            Choice::Token(token) => token,
+            Choice::Nothing => {
+                return Ok(Step::Finished(
+                    self.finish(self.text(), StopReason::GrammarComplete),
+                ))
+            }
+            Choice::Plan(tokens) => {
+                // The shortest completion, appended whole: the budget is spent.
+                for token in tokens {
+                    self.take(model, token)?;
+                }
+                return Ok(Step::Finished(
+                    self.finish(self.text(), StopReason::MaxTokens),
+                ));
             }
         };
-        let Some(token) = choice else {
-            return Ok(Step::Finished(
-                self.finish(self.text(), StopReason::GrammarComplete),
-            ));
-        };
-        let token = LlamaToken(token as i32);
         let vocab = model.vocab();
         if vocab.is_eog(token) {
             return Ok(Step::Finished(
                 self.finish(self.text(), StopReason::EndOfText),
             ));
         }
-        if let Some(grammar) = self.grammar.as_mut() {
-            grammar
-                .try_accept(token)
-                .map_err(|e| EngineError::Grammar(e.to_string()))?;
-        }
-        self.generated += 1;
-        vocab.token_to_piece_into(token, &mut self.bytes, false, None);
+        self.take(model, token)?;
         if !request.stop.is_empty() {
             let text = self.text();
             if let Some(cut) = earliest_stop(&text, &request.stop) {
@@ -137,11 +153,142 @@ impl Generation {
             }
         }
         if self.generated >= request.max_tokens {
+            // The value in progress, if the grammar would have let it go on, was cut short.
+            if self
+                .budget
+                .as_ref()
+                .and_then(Budget::now)
+                .is_some_and(|now| now.can_continue)
+            {
+                self.cut_at.get_or_insert(self.bytes.len() as u32);
+            }
             return Ok(Step::Finished(
                 self.finish(self.text(), StopReason::MaxTokens),
             ));
         }
         Ok(Step::Continue(token))
+    }
+
+    /// Appends a chosen token to the reply.
+    fn take(&mut self, model: &LlamaModel, token: LlamaToken) -> Result<(), EngineError> {
+        if let Some(grammar) = self.grammar.as_mut() {
+            grammar
+                .try_accept(token)
+                .map_err(|e| EngineError::Grammar(e.to_string()))?;
+        }
+        self.generated += 1;
+        model
+            .vocab()
+            .token_to_piece_into(token, &mut self.bytes, false, None);
+        Ok(())
+    }
+
+    /// The next token: the model's (masked by the grammar), unless the reply could then not
+    /// be finished within `max_tokens`.
+    fn choose(
+        &mut self,
+        model: &LlamaModel,
+        request: &GenerationRequest,
+        logits: &[f32],
+    ) -> Result<Choice, EngineError> {
+        let Some(grammar) = self.grammar.as_mut() else {
+            let token = sampling::sample(logits, &request.sampling, &mut self.rng);
+            return Ok(token.map_or(Choice::Nothing, |t| Choice::Token(LlamaToken(t as i32))));
+        };
+        apply_grammar(grammar, logits, &mut self.masked);
+        let Some(token) = sampling::sample(&self.masked, &request.sampling, &mut self.rng) else {
+            return Ok(Choice::Nothing);
+        };
+        let token = LlamaToken(token as i32);
+        if self.budget.as_ref().and_then(Budget::now).is_none() || model.vocab().is_eog(token) {
+            return Ok(Choice::Token(token));
+        }
+        // Tokens left after this one.
+        let left = request.max_tokens.saturating_sub(self.generated + 1) as usize;
+        if self.fits(model, token, left) {
+            return Ok(Choice::Token(token));
+        }
+        // The model's choice would leave the reply unfinishable: from here on the budget
+        // decides. Only tokens that begin the shortest completion remain, and the model picks
+        // among them.
+        self.cut_at.get_or_insert(self.bytes.len() as u32);
+        let Some(plan) = self
+            .budget
+            .as_ref()
+            .and_then(Budget::now)
+            .map(|n| n.shortest.clone())
+        else {
+            return Ok(Choice::Token(token));
+        };
+        let vocab = model.vocab();
+        let mut piece = Vec::new();
+        for (id, logit) in self.masked.iter_mut().enumerate() {
+            if !logit.is_finite() {
+                continue;
+            }
+            piece.clear();
+            vocab.token_to_piece_into(LlamaToken(id as i32), &mut piece, false, None);
+            if piece.is_empty() || !plan.as_bytes().starts_with(&piece) {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        if let Some(narrowed) = sampling::sample(&self.masked, &request.sampling, &mut self.rng) {
+            let narrowed = LlamaToken(narrowed as i32);
+            if self.fits(model, narrowed, left) {
+                return Ok(Choice::Token(narrowed));
+            }
+        }
+        match budget::exact_tokens(model, &plan) {
+            Some(tokens) if !tokens.is_empty() => Ok(Choice::Plan(tokens)),
+            // Nothing to append, or no tokens that spell it: leave the choice to the model.
+            _ => Ok(Choice::Token(token)),
+        }
+    }
+
+    /// Whether the reply can still be finished in `left` tokens after `token`; when it can,
+    /// the budget moves on to where the reply stands after it.
+    fn fits(&mut self, model: &LlamaModel, token: LlamaToken, left: usize) -> bool {
+        let Some(budget) = self.budget.as_mut() else {
+            return true;
+        };
+        let mut text = self.bytes.clone();
+        model
+            .vocab()
+            .token_to_piece_into(token, &mut text, false, None);
+        let after = budget.after(&text);
+        let fits = after
+            .as_ref()
+            .is_none_or(|a| budget::tokens_needed(model, &a.shortest) <= left);
+        if fits {
+            budget.advance(after);
+        }
+        fits
+    }
+
+    /// The tokens the grammar forces next (at most `limit`, and no more than the token
+    /// budget has left), spelled the way the tokenizer spells them; empty when there is a
+    /// choice, or when the text so far ends inside a character.
+    pub(super) fn forced(
+        &self,
+        model: &LlamaModel,
+        request: &GenerationRequest,
+        limit: usize,
+    ) -> Vec<LlamaToken> {
+        let Some(now) = self.budget.as_ref().and_then(Budget::now) else {
+            return Vec::new();
+        };
+        if now.forced.is_empty() || std::str::from_utf8(&self.bytes).is_err() {
+            return Vec::new();
+        }
+        let left = request.max_tokens.saturating_sub(self.generated) as usize;
+        let mut tokens = budget::exact_tokens(model, &now.forced).unwrap_or_default();
+        tokens.truncate(limit.min(left));
+        tokens
+    }
+
+    /// Counts a token that came from a jump-forward span.
+    pub(super) fn confirmed_forced(&mut self) {
+        self.forced_tokens += 1;
     }
 }
 

@@ -32,6 +32,9 @@ struct EmbedJob {
     reply: oneshot::Sender<Result<Vec<f32>, EngineError>>,
 }
 
+/// The most tokens one jump-forward span appends.
+const MAX_SPAN: usize = 32;
+
 /// Copying another slot's state pays off only above this many shared tokens.
 const MIN_COPY_TOKENS: usize = 32;
 
@@ -48,9 +51,11 @@ enum Phase {
     Prefill {
         next: usize,
     },
-    /// Generating; `last` is the token to evaluate next.
+    /// Generating; `last` is the token to evaluate next, then `forced`: the tokens the
+    /// grammar forces after it, evaluated in the same chunk and confirmed from its logits.
     Decode {
         last: LlamaToken,
+        forced: Vec<LlamaToken>,
     },
 }
 
@@ -104,6 +109,7 @@ pub(super) fn run(
         n_batch: config.n_batch.max(config.slots).max(1) as usize,
         n_ctx: config.n_ctx as usize,
         prefix_reuse: config.prefix_reuse,
+        jump_forward: config.jump_forward,
         clock: 0,
         prefill_cursor: 0,
         embeds: std::collections::VecDeque::new(),
@@ -175,6 +181,7 @@ struct Worker {
     n_batch: usize,
     n_ctx: usize,
     prefix_reuse: bool,
+    jump_forward: bool,
     clock: u64,
     prefill_cursor: usize,
     embeds: std::collections::VecDeque<EmbedJob>,
@@ -229,14 +236,13 @@ impl Worker {
                 return;
             }
             let job = self.queue.pop().expect("peeked");
-            let generation =
-                match Generation::new(model, &job.prepared.request, job.prepared.tokens.len()) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        let _ = job.reply.send(Err(e));
-                        continue;
-                    }
-                };
+            let generation = match Generation::new(model, &job.prepared) {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            };
             let start = self.prepare_kv(ctx, target, &tokens);
             self.clock += 1;
             let slot = &mut self.slots[target];
@@ -335,21 +341,37 @@ impl Worker {
     /// because llama.cpp splits a multi-sequence batch into equal shares per sequence, which
     /// would cut prompt chunks next to single decode tokens into single-token pieces.
     fn step(&mut self, ctx: &mut LlamaContext<'_>, model: &LlamaModel) {
-        let decoding: Vec<(usize, Vec<LlamaToken>)> = self
+        // A jump-forward span (the last token and the tokens the grammar forces after it) is
+        // a chunk of several tokens: it goes with the prompt chunks, if it fits this step's
+        // batch; otherwise the slot decodes its last token alone and forgets the span.
+        let decoding_slots = self
             .slots
             .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| match slot.phase {
-                Phase::Decode { last } => Some((i, vec![last])),
-                _ => None,
-            })
-            .collect();
-        let mut budget = self.n_batch.saturating_sub(decoding.len());
+            .filter(|s| matches!(s.phase, Phase::Decode { .. }))
+            .count();
+        let mut spare = self.n_batch.saturating_sub(decoding_slots);
+        let mut decoding: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
+        let mut prefill: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Phase::Decode { last, forced } = &mut slot.phase else {
+                continue;
+            };
+            if !forced.is_empty() && forced.len() <= spare {
+                spare -= forced.len();
+                let mut span = Vec::with_capacity(forced.len() + 1);
+                span.push(*last);
+                span.append(forced);
+                prefill.push((i, span));
+            } else {
+                forced.clear();
+                decoding.push((i, vec![*last]));
+            }
+        }
+        let mut budget = spare;
         if !decoding.is_empty() {
             self.evaluate(ctx, model, decoding);
         }
         let n = self.slots.len();
-        let mut prefill = Vec::new();
         for k in 0..n {
             if budget == 0 {
                 break;
@@ -372,8 +394,8 @@ impl Worker {
     }
 
     /// Evaluates `work` (slot, tokens to append to its sequence) in one batch and samples for
-    /// every slot whose logits came out: decoding slots, and prefilling slots whose prompt ends
-    /// in this batch.
+    /// every slot whose logits came out: decoding slots (at every token of a jump-forward
+    /// span), and prefilling slots whose prompt ends in this batch.
     fn evaluate(
         &mut self,
         ctx: &mut LlamaContext<'_>,
@@ -382,31 +404,29 @@ impl Worker {
     ) {
         let total: usize = work.iter().map(|(_, tokens)| tokens.len()).sum();
         let mut batch = LlamaBatch::new(total.max(1), 1);
-        let mut outputs: Vec<(usize, i32)> = Vec::new();
+        // Per slot: the batch index of its first logits row, and how many rows it has.
+        let mut outputs: Vec<(usize, i32, usize)> = Vec::new();
         for (i, tokens) in &work {
             let slot = &self.slots[*i];
             let start = slot.kv_tokens.len();
-            let wants_logits = match slot.phase {
-                Phase::Decode { .. } => true,
-                Phase::Prefill { next } => slot
-                    .job
-                    .as_ref()
-                    .is_some_and(|job| next + tokens.len() == job.prepared.tokens.len()),
-                Phase::Idle => false,
+            let rows = match slot.phase {
+                Phase::Decode { .. } => tokens.len(),
+                Phase::Prefill { next } => usize::from(
+                    slot.job
+                        .as_ref()
+                        .is_some_and(|job| next + tokens.len() == job.prepared.tokens.len()),
+                ),
+                Phase::Idle => 0,
             };
+            let first_row = batch.n_tokens() + (tokens.len() - rows) as i32;
             for (offset, &token) in tokens.iter().enumerate() {
-                let last = offset + 1 == tokens.len();
+                let logits = offset + rows >= tokens.len();
                 batch
-                    .add(
-                        token,
-                        (start + offset) as i32,
-                        &[slot.seq],
-                        last && wants_logits,
-                    )
+                    .add(token, (start + offset) as i32, &[slot.seq], logits)
                     .expect("the batch is sized for its tokens");
             }
-            if wants_logits {
-                outputs.push((*i, batch.n_tokens() - 1));
+            if rows > 0 {
+                outputs.push((*i, first_row, rows));
             }
         }
         if batch.n_tokens() == 0 {
@@ -424,37 +444,94 @@ impl Worker {
             }
             return;
         }
+        let mut spans: Vec<Vec<LlamaToken>> = vec![Vec::new(); self.slots.len()];
         for (i, tokens) in work {
             let slot = &mut self.slots[i];
             slot.kv_tokens.extend_from_slice(&tokens);
-            if let Phase::Prefill { next } = slot.phase {
-                slot.phase = Phase::Prefill {
-                    next: next + tokens.len(),
-                };
+            match slot.phase {
+                Phase::Prefill { next } => {
+                    slot.phase = Phase::Prefill {
+                        next: next + tokens.len(),
+                    }
+                }
+                Phase::Decode { .. } => spans[i] = tokens,
+                Phase::Idle => {}
             }
         }
-        for (i, index) in outputs {
-            let logits = ctx.get_logits_ith(index);
-            let n_ctx = self.n_ctx;
-            let slot = &mut self.slots[i];
-            let (Some(job), Some(generation)) = (slot.job.as_ref(), slot.generation.as_mut())
-            else {
-                continue;
-            };
-            let position = slot.kv_tokens.len();
-            match generation.next(model, &job.prepared.request, logits, position, n_ctx) {
-                Ok(Step::Continue(token)) => {
-                    if let Some(deltas) = &job.deltas {
-                        if let Some(text) = generation.take_delta(&job.prepared.request.stop) {
-                            // A caller that stopped listening is noticed as a closed reply.
-                            let _ = deltas.send(text);
-                        }
-                    }
-                    slot.phase = Phase::Decode { last: token };
+        for (i, first_row, rows) in outputs {
+            self.sample(ctx, model, i, first_row, rows, &spans[i]);
+        }
+    }
+
+    /// Samples slot `i` from its `rows` logits rows, which start at batch index `first_row`.
+    ///
+    /// A decoding slot's rows follow the tokens of `span`: its last token, then the tokens
+    /// the grammar forced after it. The forced tokens were a guess: each row's sample is
+    /// compared with the next forced token, and at the first difference the rest of the span
+    /// is dropped from the KV cache and the sample is kept. Every sample is drawn exactly as
+    /// if the tokens had been decoded one at a time, so the output is the same.
+    fn sample(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        model: &LlamaModel,
+        i: usize,
+        first_row: i32,
+        rows: usize,
+        span: &[LlamaToken],
+    ) {
+        let n_ctx = self.n_ctx;
+        let jump_forward = self.jump_forward;
+        let slot = &mut self.slots[i];
+        let (Some(job), Some(generation)) = (slot.job.as_ref(), slot.generation.as_mut()) else {
+            return;
+        };
+        let request = &job.prepared.request;
+        // Position of the token the first row predicts.
+        let base = slot.kv_tokens.len() + 1 - rows;
+        for row in 0..rows {
+            let logits = ctx.get_logits_ith(first_row + row as i32);
+            let step = generation.next(model, request, logits, base + row, n_ctx);
+            let token = match step {
+                Ok(Step::Continue(token)) => token,
+                Ok(Step::Finished(completion)) => {
+                    // Whatever the span put in the cache past here stays, described by
+                    // `kv_tokens`: it is a valid prefix for later requests.
+                    finish(slot, Ok(completion));
+                    return;
                 }
-                Ok(Step::Finished(completion)) => finish(slot, Ok(completion)),
-                Err(e) => finish(slot, Err(e)),
+                Err(e) => {
+                    finish(slot, Err(e));
+                    return;
+                }
+            };
+            if let Some(deltas) = &job.deltas {
+                if let Some(text) = generation.take_delta(&request.stop) {
+                    // A caller that stopped listening is noticed as a closed reply.
+                    let _ = deltas.send(text);
+                }
             }
+            let guessed = span.get(row + 1).copied();
+            if guessed == Some(token) {
+                generation.confirmed_forced();
+                continue;
+            }
+            if guessed.is_some() {
+                // The model goes another way: forget the rest of the span.
+                let keep = base + row;
+                truncate_sequence(ctx, slot.seq, keep);
+                slot.kv_tokens.truncate(keep);
+            }
+            let forced = if jump_forward {
+                let room = n_ctx.saturating_sub(slot.kv_tokens.len() + 2);
+                generation.forced(model, request, room.min(MAX_SPAN))
+            } else {
+                Vec::new()
+            };
+            slot.phase = Phase::Decode {
+                last: token,
+                forced,
+            };
+            return;
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Continuation {
     pub forced: String,
     /// Whether the prefix itself is a member.
     pub complete: bool,
+    /// Whether some member is longer than the prefix.
+    pub can_continue: bool,
 }
 
 impl Grammar {
@@ -51,6 +53,7 @@ impl Grammar {
             }
         }
         Some(Continuation {
+            can_continue: first.next.one.is_some() || first.next.many,
             shortest: first.rest,
             forced,
             complete: first.done,
@@ -475,7 +478,11 @@ mod tests {
         assert_eq!(line.forced, "city: ");
         assert_eq!(line.shortest, "city: a\nquantity: 0");
         let end = g.continuation("name: Jo\ncity: Oslo\nquantity: 4").unwrap();
-        assert!(end.complete);
+        assert!(end.complete && end.can_continue);
+        let last = grammar("root ::= \"a: \" (\"x\" | \"y\")")
+            .continuation("a: y")
+            .unwrap();
+        assert!(last.complete && !last.can_continue);
         assert_eq!((end.shortest.as_str(), end.forced.as_str()), ("", ""));
         assert!(g.continuation("name: Jo\nquantity").is_none());
         assert!(g.continuation("nope").is_none());

@@ -101,6 +101,8 @@ impl FakeLm {
                 prompt_tokens,
                 completion_tokens,
                 stop_reason: StopReason::EndOfText,
+                cut_at: None,
+                forced_tokens: 0,
                 timings: Timings::default(),
             },
             cached: false,

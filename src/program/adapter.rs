@@ -151,6 +151,35 @@ pub fn parse(fields: &[OutputField], reply: &str) -> Result<Values, ParseError> 
     Ok(values)
 }
 
+/// The fields whose values the token budget cut short: those whose line ends at or after byte
+/// `cut_at` of the reply (where the budget first decided instead of the model). Fields are
+/// found as [`parse`] finds them.
+pub fn cut_fields(fields: &[OutputField], reply: &str, cut_at: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut offset = 0;
+    for line in reply.split('\n') {
+        lines.push((line, offset + line.len()));
+        offset += line.len() + 1;
+    }
+    let mut cursor = 0;
+    let mut cut = Vec::new();
+    for field in fields {
+        let prefix = format!("{}:", field.name);
+        let Some(found) = lines[cursor..]
+            .iter()
+            .position(|(line, _)| line.trim_start().starts_with(&prefix))
+        else {
+            break;
+        };
+        let end = lines[cursor + found].1;
+        cursor += found + 1;
+        if end >= cut_at {
+            cut.push(field.name.clone());
+        }
+    }
+    cut
+}
+
 /// Parses one field's text by its type.
 pub fn parse_value(field: &OutputField, raw: &str) -> Result<Value, ParseError> {
     let bad = |what: &str| ParseError(format!("`{}` must be {what}, got {raw:?}", field.name));
@@ -261,6 +290,31 @@ mod tests {
         let parsed = parse(&fields, "reasoning: it is bad\nlabel: negative\nstars: 1").unwrap();
         assert_eq!(parsed["reasoning"], json!("it is bad"));
         assert_eq!(parsed["stars"], json!(1));
+    }
+
+    #[test]
+    fn cut_fields_are_those_ending_after_the_cut() {
+        let fields = reply_fields(&signature(), false);
+        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        let reply = names
+            .iter()
+            .map(|n| format!("{n}: v"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let first_end = names[0].len() + 3;
+        assert_eq!(
+            cut_fields(&fields, &reply, reply.len() + 1),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            cut_fields(&fields, &reply, reply.len()),
+            vec![names[names.len() - 1]]
+        );
+        assert_eq!(cut_fields(&fields, &reply, first_end).len(), names.len());
+        assert_eq!(
+            cut_fields(&fields, &reply, first_end + 1).len(),
+            names.len() - 1
+        );
     }
 
     #[test]

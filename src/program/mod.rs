@@ -89,17 +89,19 @@ impl Predictor {
         adapter::render(&self.signature, self.reasoning(), &self.demos, inputs)
     }
 
+    /// The fields of a reply: the outputs, after the reasoning for chain of thought.
+    pub fn reply_fields(&self) -> Vec<OutputField> {
+        adapter::reply_fields(&self.signature, self.reasoning())
+    }
+
     /// The grammar replies are decoded under.
     pub fn grammar(&self) -> String {
-        grammar::for_outputs(&adapter::reply_fields(&self.signature, self.reasoning()))
+        grammar::for_outputs(&self.reply_fields())
     }
 
     /// Parses a reply of this predictor.
     pub fn parse(&self, reply: &str) -> Result<Values, ParseError> {
-        adapter::parse(
-            &adapter::reply_fields(&self.signature, self.reasoning()),
-            reply,
-        )
+        adapter::parse(&self.reply_fields(), reply)
     }
 }
 
@@ -145,6 +147,10 @@ pub struct StepTrace {
     /// Prompt plus completion tokens of the call.
     #[serde(default)]
     pub tokens: u64,
+    /// Output fields whose values the token budget cut short (so that the reply could still
+    /// finish within `max_tokens`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut_short: Vec<String>,
 }
 
 impl StepTrace {
@@ -372,6 +378,9 @@ impl Program {
             let generated = lm.generate(request).await?;
             let raw = generated.completion.text;
             let parsed = step.parse(&raw);
+            let cut_short = generated.completion.cut_at.map_or_else(Vec::new, |at| {
+                adapter::cut_fields(&step.reply_fields(), &raw, at as usize)
+            });
             trace.push(StepTrace {
                 predictor: step.name.clone(),
                 inputs: step_inputs,
@@ -381,6 +390,7 @@ impl Program {
                 cached: generated.cached,
                 tokens: u64::from(generated.completion.prompt_tokens)
                     + u64::from(generated.completion.completion_tokens),
+                cut_short,
             });
             match parsed {
                 Ok(parsed) => {
@@ -451,6 +461,7 @@ async fn retrieve(
         call_id: found.call_id.unwrap_or(0),
         cached: found.cached,
         tokens: found.tokens,
+        cut_short: Vec::new(),
     })
 }
 

@@ -18,6 +18,8 @@ pub struct NewCall<'a> {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub stop_reason: Option<&'a str>,
+    /// Where the token budget cut the output short (a byte offset), if it did.
+    pub cut_at: Option<u32>,
     pub latency_ms: f64,
     pub cached: bool,
     pub error: Option<&'a str>,
@@ -37,6 +39,7 @@ pub struct CallRecord {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub stop_reason: Option<String>,
+    pub cut_at: Option<u32>,
     pub latency_ms: f64,
     pub cached: bool,
     pub error: Option<String>,
@@ -45,7 +48,7 @@ pub struct CallRecord {
 
 const CALL_COLUMNS: &str = "id, run_id, request_hash, model_sha256, engine_fingerprint_id, \
      request_json, prompt, output, prompt_tokens, completion_tokens, stop_reason, latency_ms, \
-     cached, error, created_at";
+     cached, error, created_at, cut_at";
 
 fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
     Ok(CallRecord {
@@ -64,6 +67,7 @@ fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         cached: row.get(12)?,
         error: row.get(13)?,
         created_at: row.get(14)?,
+        cut_at: row.get(15)?,
     })
 }
 
@@ -74,8 +78,8 @@ impl Store {
         conn.execute(
             "INSERT INTO calls (run_id, request_hash, model_sha256, engine_fingerprint_id,
                                 request_json, prompt, output, prompt_tokens, completion_tokens,
-                                stop_reason, latency_ms, cached, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                stop_reason, latency_ms, cached, error, cut_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             rusqlite::params![
                 call.run_id,
                 call.request_hash,
@@ -90,6 +94,7 @@ impl Store {
                 call.latency_ms,
                 call.cached,
                 call.error,
+                call.cut_at,
             ],
         )
         .map_err(|e| self.sql_error(e))?;

@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retrieval corpora",
         include_str!("migrations/0008_corpora.sql"),
     ),
+    (
+        9,
+        "where the token budget cut a reply short",
+        include_str!("migrations/0009_cut_replies.sql"),
+    ),
 ];
 
 /// A handle on the store. Cheap operations run under one connection guarded by a mutex; the

@@ -151,6 +151,7 @@ pub async fn predict(
     }
     let engine = ws.engine(&task.task.model)?;
     let (corpora, embedders) = ws.corpus_uses(&task.program, &task.task.model)?;
+    super::check_reply_budget(&engine, &task)?;
     let run = ws.begin_run(
         RunKind::Predict,
         task_config(

@@ -90,6 +90,26 @@ pub enum WorkspaceError {
     Cancelled,
 }
 
+/// Refuses a task whose `max_tokens` cannot hold even the shortest complete reply of one of
+/// its predictors (with this model's tokenizer), before anything runs.
+pub fn check_reply_budget(engine: &Engine, task: &Task) -> Result<(), WorkspaceError> {
+    let max_tokens = task.generation.max_tokens;
+    for step in &task.program.steps {
+        let Some(needed) = engine.min_reply_tokens(&step.grammar()) else {
+            continue;
+        };
+        if (max_tokens as usize) < needed {
+            return Err(WorkspaceError::Invalid(format!(
+                "task `{}`, step `{}`: max_tokens = {max_tokens} cannot hold a complete reply; \
+                 the shortest reply its output fields allow takes {needed} tokens with this \
+                 model; set max_tokens in [generation] to at least {needed}",
+                task.task.name, step.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where a workspace keeps things, and how it runs engines.
 #[derive(Debug, Clone)]
 pub struct WorkspaceConfig {
@@ -210,6 +230,7 @@ impl Workspace {
             .map(|model| Ok((model.clone(), self.engine(model)?)))
             .collect::<Result<_, WorkspaceError>>()?;
         let (corpora, embedders) = self.corpus_uses(&task.program, &roles.task)?;
+        check_reply_budget(&engine, task)?;
         Ok(TaskModels {
             engine,
             judges,
