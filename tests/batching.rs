@@ -1,5 +1,6 @@
 //! The determinism contract of the batched engine, on both shipped models: a request's output
-//! is byte-identical whether it runs alone, in a full batch, with or without prefix reuse.
+//! is byte-identical whether it runs alone, in a full batch, with or without prefix reuse,
+//! with or without jump-forward spans, and within a tight token budget.
 
 mod common;
 
@@ -9,9 +10,33 @@ use common::*;
 use tuningfork::engine::{
     Completion, Engine, EngineConfig, GenerationRequest, Message, SamplingParams,
 };
+use tuningfork::program::grammar::for_outputs;
+use tuningfork::program::{FieldType, OutputField};
 
-/// 36 requests: long shared few-shot prefixes with distinct questions, short unrelated prompts,
-/// raw prompts, greedy and seeded sampling, a grammar.
+/// The reply grammar of a four-field extraction: field names and separators are forced text.
+fn extraction_grammar() -> String {
+    let field = |name: &str, ty: FieldType| OutputField {
+        name: name.into(),
+        description: None,
+        ty,
+        max_chars: None,
+    };
+    for_outputs(&[
+        field("name", FieldType::Text),
+        field("city", FieldType::Text),
+        field("quantity", FieldType::Integer),
+        field(
+            "urgency",
+            FieldType::Choice {
+                choices: vec!["low".into(), "normal".into(), "urgent".into()],
+            },
+        ),
+    ])
+}
+
+/// 45 requests: long shared few-shot prefixes with distinct questions, short unrelated prompts,
+/// raw prompts, greedy and seeded sampling, grammars (multi-field replies with forced text,
+/// some within a budget too small for the model's own reply).
 fn mixed_requests() -> Vec<GenerationRequest> {
     let instructions = "You are a careful classifier of customer messages. Read the message and \
         answer with one word: positive, negative or neutral. Examples follow.";
@@ -96,6 +121,33 @@ fn mixed_requests() -> Vec<GenerationRequest> {
         requests
             .push(GenerationRequest::chat(few_shot(q), 4).with_grammar(r#"root ::= "yes" | "no""#));
     }
+    let extract = |message: &str| {
+        vec![
+            Message::system(
+                "Extract the customer's name, city, how many items they order and how urgent \
+                 it is. Reply with the lines name, city, quantity and urgency.",
+            ),
+            Message::user(message),
+        ]
+    };
+    for (i, message) in [
+        "Hi, this is Marta from Porto, please send 12 boxes of tea as soon as you can!",
+        "Order: 3 lamps for Jonas in Ghent, no hurry at all.",
+        "Send forty-two pencils to Olga, Graz. It is needed by tomorrow morning.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let grammar = extraction_grammar();
+        requests.push(GenerationRequest::chat(extract(message), 48).with_grammar(&grammar));
+        requests.push(
+            GenerationRequest::chat(extract(message), 48)
+                .with_grammar(&grammar)
+                .with_sampling(SamplingParams::seeded(0.8, 40 + i as u64)),
+        );
+        // Too few tokens for the model's own reply: the budget closes values early.
+        requests.push(GenerationRequest::chat(extract(message), 22).with_grammar(&grammar));
+    }
     requests
 }
 
@@ -132,11 +184,29 @@ fn check_contract(model: &str) {
             EngineConfig {
                 slots: 1,
                 prefix_reuse: false,
+                jump_forward: false,
                 ..EngineConfig::default()
             },
         );
         alone(&engine, &requests)
     };
+    // Every grammar reply is complete, the tight ones by the budget's doing.
+    let extraction = tuningfork::gbnf::Grammar::parse(&extraction_grammar()).unwrap();
+    for (request, completion) in requests.iter().zip(&reference) {
+        if request.grammar.as_deref() == Some(extraction_grammar().as_str()) {
+            assert!(
+                extraction.matches(&completion.text),
+                "{model}: an incomplete reply {:?}",
+                completion.text
+            );
+            assert!(completion.completion_tokens <= request.max_tokens);
+        }
+    }
+    assert!(
+        reference.iter().any(|c| c.cut_at.is_some()),
+        "{model}: no reply was cut short"
+    );
+    assert!(reference.iter().all(|c| c.forced_tokens == 0));
     for (slots, prefix_reuse, n_batch) in [(8, true, 512), (4, false, 512), (3, true, 64)] {
         let engine = load(
             model,
@@ -158,7 +228,10 @@ fn check_contract(model: &str) {
                 a.completion_tokens, b.completion_tokens,
                 "{model}: request {i}"
             );
+            assert_eq!(a.cut_at, b.cut_at, "{model}: request {i}");
         }
+        let forced: u32 = batched.iter().map(|c| c.forced_tokens).sum();
+        assert!(forced > 0, "{model}: no token was jump-forwarded");
         // Alone again on the batched engine, after the batch: still identical.
         let again = block_on(complete(&engine, requests[0].clone())).unwrap();
         assert_eq!(again.text, reference[0].text);

@@ -105,6 +105,7 @@ fn exported() -> (String, Vec<BundleRecord>) {
                 prompt_tokens: 3,
                 completion_tokens: 1,
                 stop_reason: Some("end_of_text"),
+                cut_at: None,
                 latency_ms: 977.421_312_000_000_1 + i as f64,
                 cached: false,
                 error: None,
