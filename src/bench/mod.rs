@@ -3,6 +3,7 @@
 //! Every measured call goes through the [`Generator`] with the cache off, so it is recorded like
 //! any other call and never served from the store.
 
+pub mod eval;
 pub mod retrieval;
 
 use serde::Serialize;

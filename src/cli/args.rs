@@ -826,6 +826,17 @@ pub struct BenchArgs {
     /// and embedding and hybrid query latency over N of them. Runs on a scratch store.
     #[arg(long, conflicts_with_all = ["scheduler", "serve"])]
     pub retrieval: bool,
+    /// Instead: evaluation throughput on this task file's --split (cache off), decoding
+    /// grammar-forced text step by step and then with jump-forward spans, with where the
+    /// worker's time and the tokens went.
+    #[arg(long, value_name = "TASK", conflicts_with_all = ["scheduler", "serve", "retrieval"])]
+    pub eval: Option<std::path::PathBuf>,
+    /// With --eval: a stored artifact to evaluate instead of the task's program.
+    #[arg(long, requires = "eval")]
+    pub program: Option<String>,
+    /// With --eval: the split.
+    #[arg(long, value_enum, default_value = "val")]
+    pub split: SplitName,
     /// Passages of the --retrieval corpus.
     #[arg(long, default_value_t = 10_000)]
     pub passages: usize,

@@ -17,6 +17,9 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     if args.retrieval {
         return super::corpus::bench(global, args);
     }
+    if let Some(task) = args.eval.clone() {
+        return eval(global, args, task);
+    }
     let ws = workspace(global, &args.engine)?;
     let options = BenchOptions {
         prompt_tokens: args.prompt_tokens,
@@ -44,6 +47,42 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     println!("run        {run_id}");
     println!();
     println!("{report}");
+    Ok(())
+}
+
+/// Evaluation throughput on a task's split, stepwise and with jump-forward spans.
+fn eval(global: &GlobalArgs, args: BenchArgs, task: std::path::PathBuf) -> Result<()> {
+    let ws = workspace(global, &args.engine)?;
+    let request = workspace::EvalBenchRequest {
+        task,
+        program: args.program.clone(),
+        split: args.split.into(),
+    };
+    let json = args.json;
+    let on_mode = |report: &tuningfork::bench::eval::EvalModeReport| {
+        if !json {
+            eprintln!("{}: {:.1} s", report.mode, report.wall_s);
+        }
+    };
+    let runner = Runner::new()?;
+    let report = runner.run(workspace::bench_eval(
+        &ws,
+        &request,
+        &on_mode,
+        runner.token(),
+    ))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let config = ws.engine_config();
+    println!(
+        "{} slots, {} threads, batch {}",
+        config.slots,
+        config.resolved_threads(),
+        config.n_batch
+    );
+    print!("{report}");
     Ok(())
 }
 

@@ -17,7 +17,10 @@ mod queue;
 pub mod request;
 pub mod sampling;
 mod slot;
+mod stats;
 mod worker;
+
+pub use stats::EngineStats;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
@@ -282,6 +285,7 @@ pub struct Engine {
     fingerprint: EngineFingerprint,
     model_sha256: String,
     model_name: String,
+    stats: stats::Shared,
 }
 
 impl Engine {
@@ -310,6 +314,8 @@ impl Engine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker_loaded = Arc::clone(&loaded);
         let worker_config = config.clone();
+        let stats = stats::Shared::default();
+        let worker_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name("tuningfork-engine".to_string())
             .spawn(move || {
@@ -318,6 +324,7 @@ impl Engine {
                     &worker_loaded.model,
                     worker_loaded.pooling,
                     &worker_config,
+                    worker_stats,
                     receiver,
                     ready_tx,
                 )
@@ -343,7 +350,13 @@ impl Engine {
             fingerprint: EngineFingerprint::current(),
             model_sha256: pinned.sha256().to_string(),
             model_name: pinned.name().to_string(),
+            stats,
         })
+    }
+
+    /// Where this engine's time and tokens went since it was loaded.
+    pub fn stats(&self) -> EngineStats {
+        self.stats.snapshot()
     }
 
     pub fn fingerprint(&self) -> &EngineFingerprint {

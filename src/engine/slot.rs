@@ -13,6 +13,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::budget::{self, Budget};
 use super::sampling::{self, Rng};
+use super::stats::{timed, SampleCosts};
 use super::{Completion, EngineError, GenerationRequest, PreparedRequest, StopReason, Timings};
 
 /// What the sampler settled on.
@@ -42,6 +43,8 @@ pub(super) struct Generation {
     cut_at: Option<u32>,
     /// Tokens taken from jump-forward spans (appended unsampled, then confirmed).
     forced_tokens: u32,
+    /// Time spent choosing tokens, by part.
+    costs: SampleCosts,
     masked: Vec<f32>,
     bytes: Vec<u8>,
     /// Bytes of `bytes` already handed out by [`Generation::take_delta`].
@@ -68,6 +71,7 @@ impl Generation {
             budget: prepared.reply_grammar.clone().map(Budget::new),
             cut_at: None,
             forced_tokens: 0,
+            costs: SampleCosts::default(),
             masked: Vec::new(),
             bytes: Vec::new(),
             streamed: 0,
@@ -191,13 +195,37 @@ impl Generation {
         request: &GenerationRequest,
         logits: &[f32],
     ) -> Result<Choice, EngineError> {
+        let rng = &mut self.rng;
         let Some(grammar) = self.grammar.as_mut() else {
-            let token = sampling::sample(logits, &request.sampling, &mut self.rng);
+            let token = timed(&mut self.costs.sample, || {
+                sampling::sample(logits, &request.sampling, rng)
+            });
             return Ok(token.map_or(Choice::Nothing, |t| Choice::Token(LlamaToken(t as i32))));
         };
-        apply_grammar(grammar, logits, &mut self.masked);
-        let Some(token) = sampling::sample(&self.masked, &request.sampling, &mut self.rng) else {
-            return Ok(Choice::Nothing);
+        // Greedy decoding's choice under the grammar is the overall most likely token
+        // whenever the grammar allows it (ties go to the lowest id either way), and asking the
+        // grammar about one token is far cheaper than masking the whole vocabulary.
+        let top = request
+            .sampling
+            .is_greedy()
+            .then(|| sampling::argmax(logits))
+            .flatten()
+            .filter(|&t| timed(&mut self.costs.grammar, || allows(grammar, logits, t)));
+        let masked_whole = top.is_none();
+        let token = match top {
+            Some(token) => token,
+            None => {
+                let masked = &mut self.masked;
+                timed(&mut self.costs.grammar, || {
+                    apply_grammar(grammar, logits, masked)
+                });
+                let Some(token) = timed(&mut self.costs.sample, || {
+                    sampling::sample(masked, &request.sampling, rng)
+                }) else {
+                    return Ok(Choice::Nothing);
+                };
+                token
+            }
         };
         let token = LlamaToken(token as i32);
         if self.budget.as_ref().and_then(Budget::now).is_none() || model.vocab().is_eog(token) {
@@ -205,13 +233,21 @@ impl Generation {
         }
         // Tokens left after this one.
         let left = request.max_tokens.saturating_sub(self.generated + 1) as usize;
-        if self.fits(model, token, left) {
+        let start = std::time::Instant::now();
+        let fits = self.fits(model, token, left);
+        self.costs.budget += start.elapsed();
+        if fits {
             return Ok(Choice::Token(token));
         }
         // The model's choice would leave the reply unfinishable: from here on the budget
         // decides. Only tokens that begin the shortest completion remain, and the model picks
         // among them.
         self.cut_at.get_or_insert(self.bytes.len() as u32);
+        if !masked_whole {
+            if let Some(grammar) = self.grammar.as_mut() {
+                apply_grammar(grammar, logits, &mut self.masked);
+            }
+        }
         let Some(plan) = self
             .budget
             .as_ref()
@@ -286,6 +322,11 @@ impl Generation {
         tokens
     }
 
+    /// Time spent choosing tokens so far.
+    pub(super) fn costs(&self) -> SampleCosts {
+        self.costs
+    }
+
     /// Counts a token that came from a jump-forward span.
     pub(super) fn confirmed_forced(&mut self) {
         self.forced_tokens += 1;
@@ -324,6 +365,19 @@ fn held_back(text: &str, stops: &[String]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Whether the grammar accepts `token` next.
+fn allows(grammar: &mut LlamaSampler, logits: &[f32], token: u32) -> bool {
+    let Some(&logit) = logits.get(token as usize) else {
+        return false;
+    };
+    let mut one = LlamaTokenDataArray::from_iter(
+        [LlamaTokenData::new(LlamaToken(token as i32), logit, 0.0)],
+        false,
+    );
+    one.apply_sampler(grammar);
+    one.data.iter().any(|d| d.logit().is_finite())
 }
 
 /// Writes `logits` into `out` with every token the grammar rejects set to `-inf`.

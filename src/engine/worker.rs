@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::queue::FairQueue;
 use super::slot::{Generation, Step};
+use super::stats::Shared;
 use super::{
     context_params, embedding_params, Command, Completion, EngineConfig, EngineError, Pooling,
     PreparedRequest, TextDeltas,
@@ -83,6 +84,7 @@ pub(super) fn run(
     model: &LlamaModel,
     pooling: Pooling,
     config: &EngineConfig,
+    stats: Shared,
     mut commands: mpsc::Receiver<Command>,
     ready: std::sync::mpsc::Sender<Result<(), EngineError>>,
 ) {
@@ -113,6 +115,7 @@ pub(super) fn run(
         clock: 0,
         prefill_cursor: 0,
         embeds: std::collections::VecDeque::new(),
+        stats,
     };
     // Made at the first embedding request: engines that only generate never pay for it.
     let mut embed_ctx: Option<LlamaContext<'_>> = None;
@@ -134,6 +137,7 @@ pub(super) fn run(
         if !open && worker.is_idle() {
             break;
         }
+        let busy = std::time::Instant::now();
         worker.drop_cancelled();
         worker.admit(&mut ctx, model);
         worker.step(&mut ctx, model);
@@ -155,6 +159,8 @@ pub(super) fn run(
                 let _ = job.reply.send(embed(embed_ctx, &job.tokens));
             }
         }
+        let busy = busy.elapsed().as_secs_f64();
+        worker.stats.update(|s| s.busy_s += busy);
     }
 }
 
@@ -185,6 +191,7 @@ struct Worker {
     clock: u64,
     prefill_cursor: usize,
     embeds: std::collections::VecDeque<EmbedJob>,
+    stats: Shared,
 }
 
 impl Worker {
@@ -244,6 +251,11 @@ impl Worker {
                 }
             };
             let start = self.prepare_kv(ctx, target, &tokens);
+            self.stats.update(|s| {
+                s.requests += 1;
+                s.prompt_tokens += tokens.len() as u64;
+                s.prompt_reused += start as u64;
+            });
             self.clock += 1;
             let slot = &mut self.slots[target];
             slot.phase = Phase::Prefill { next: start };
@@ -315,7 +327,14 @@ impl Worker {
             .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)));
         if let Some((source, shared)) = best_other {
             if shared >= own + MIN_COPY_TOKENS {
-                match copy_sequence(ctx, self.slots[source].seq, seq) {
+                let started = std::time::Instant::now();
+                let copied = copy_sequence(ctx, self.slots[source].seq, seq);
+                let took = started.elapsed().as_secs_f64();
+                self.stats.update(|s| {
+                    s.prefix_copies += 1;
+                    s.copy_s += took;
+                });
+                match copied {
                     Ok(()) => {
                         truncate_sequence(ctx, seq, shared);
                         let kept = self.slots[source].kv_tokens[..shared].to_vec();
@@ -336,42 +355,25 @@ impl Worker {
         own
     }
 
-    /// One scheduling step: a batch with the next token of every decoding slot, then a batch of
-    /// prompt chunks of prefilling slots (up to the batch size in all). The two are kept apart
-    /// because llama.cpp splits a multi-sequence batch into equal shares per sequence, which
-    /// would cut prompt chunks next to single decode tokens into single-token pieces.
+    /// One scheduling step: one batch with the next token of every decoding slot and prompt
+    /// chunks of prefilling slots, up to the batch size, in slot order.
+    ///
+    /// llama.cpp evaluates such a batch in passes (see [`super::stats::passes`]): each gives
+    /// every sequence of a run of consecutive ids the same number of tokens. A jump-forward
+    /// span (a decoding slot's last token and the tokens the grammar forces after it) is
+    /// therefore taken only where it adds no pass: all spans, else all spans cut to the same
+    /// length, else none (their slots decode one token, and the rest of each span is found
+    /// again after it).
     fn step(&mut self, ctx: &mut LlamaContext<'_>, model: &LlamaModel) {
-        // A jump-forward span (the last token and the tokens the grammar forces after it) is
-        // a chunk of several tokens: it goes with the prompt chunks, if it fits this step's
-        // batch; otherwise the slot decodes its last token alone and forgets the span.
-        let decoding_slots = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s.phase, Phase::Decode { .. }))
-            .count();
-        let mut spare = self.n_batch.saturating_sub(decoding_slots);
-        let mut decoding: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
-        let mut prefill: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Phase::Decode { last, forced } = &mut slot.phase else {
-                continue;
-            };
-            if !forced.is_empty() && forced.len() <= spare {
-                spare -= forced.len();
-                let mut span = Vec::with_capacity(forced.len() + 1);
-                span.push(*last);
-                span.append(forced);
-                prefill.push((i, span));
-            } else {
-                forced.clear();
-                decoding.push((i, vec![*last]));
+        let mut decoding: Vec<(usize, usize)> = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Phase::Decode { forced, .. } = &slot.phase {
+                decoding.push((i, forced.len()));
             }
         }
-        let mut budget = spare;
-        if !decoding.is_empty() {
-            self.evaluate(ctx, model, decoding);
-        }
+        let mut budget = self.n_batch.saturating_sub(decoding.len());
         let n = self.slots.len();
+        let mut chunks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         for k in 0..n {
             if budget == 0 {
                 break;
@@ -381,16 +383,59 @@ impl Worker {
             let (Phase::Prefill { next }, Some(job)) = (&slot.phase, &slot.job) else {
                 continue;
             };
-            let tokens = &job.prepared.tokens;
-            let end = (next + budget).min(tokens.len());
-            let chunk = tokens[*next..end].to_vec();
-            budget -= chunk.len();
-            prefill.push((i, chunk));
-        }
-        if !prefill.is_empty() {
-            self.evaluate(ctx, model, prefill);
+            let end = (next + budget).min(job.prepared.tokens.len());
+            budget -= end - next;
+            chunks.push((i, *next..end));
         }
         self.prefill_cursor = (self.prefill_cursor + 1) % n;
+        let counts = |extra: &dyn Fn(usize) -> usize| -> Vec<(i32, usize)> {
+            let mut counts: Vec<(i32, usize)> = decoding
+                .iter()
+                .map(|&(i, _)| (self.slots[i].seq, 1 + extra(i)))
+                .chain(chunks.iter().map(|(i, r)| (self.slots[*i].seq, r.len())))
+                .collect();
+            counts.sort_unstable();
+            counts
+        };
+        let plain = super::stats::passes(&counts(&|_| 0), self.n_batch);
+        let span_of = |i: usize| decoding.iter().find(|d| d.0 == i).map_or(0, |d| d.1);
+        let shortest = decoding.iter().map(|d| d.1).min().unwrap_or(0);
+        let fits = |extra: &dyn Fn(usize) -> usize| {
+            let total: usize = decoding.iter().map(|&(i, _)| extra(i)).sum();
+            total > 0
+                && total <= budget
+                && super::stats::passes(&counts(extra), self.n_batch) <= plain
+        };
+        let take: Box<dyn Fn(usize) -> usize> = if !self.jump_forward {
+            Box::new(|_| 0)
+        } else if fits(&span_of) {
+            Box::new(span_of)
+        } else if fits(&|_| shortest) {
+            Box::new(move |_| shortest)
+        } else {
+            Box::new(|_| 0)
+        };
+        let mut work: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
+        for &(i, _) in &decoding {
+            let extra = take(i);
+            let Phase::Decode { last, forced } = &mut self.slots[i].phase else {
+                continue;
+            };
+            let mut tokens = Vec::with_capacity(extra + 1);
+            tokens.push(*last);
+            tokens.extend_from_slice(&forced[..extra.min(forced.len())]);
+            forced.clear();
+            work.push((i, tokens));
+        }
+        for (i, range) in chunks {
+            if let Some(job) = &self.slots[i].job {
+                work.push((i, job.prepared.tokens[range].to_vec()));
+            }
+        }
+        work.sort_by_key(|(i, _)| self.slots[*i].seq);
+        if !work.is_empty() {
+            self.evaluate(ctx, model, work);
+        }
     }
 
     /// Evaluates `work` (slot, tokens to append to its sequence) in one batch and samples for
@@ -432,7 +477,22 @@ impl Worker {
         if batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = ctx.decode(&mut batch) {
+        let counts: Vec<(i32, usize)> = work
+            .iter()
+            .map(|(i, tokens)| (self.slots[*i].seq, tokens.len()))
+            .collect();
+        let passes = super::stats::passes(&counts, self.n_batch);
+        let started = std::time::Instant::now();
+        let decoded = ctx.decode(&mut batch);
+        let took = started.elapsed().as_secs_f64();
+        let tokens = total as u64;
+        self.stats.update(|s| {
+            s.passes += passes;
+            s.batches += 1;
+            s.batch_tokens += tokens;
+            s.llama_s += took;
+        });
+        if let Err(e) = decoded {
             // The batch's sequences are in an unknown state: fail their requests, forget their
             // KV, and carry on with the rest.
             let error = EngineError::Decode(e.to_string());
@@ -440,7 +500,7 @@ impl Worker {
                 let slot = &mut self.slots[*i];
                 clear_sequence(ctx, slot.seq);
                 slot.kv_tokens.clear();
-                finish(slot, Err(error.clone()));
+                finish(slot, Err(error.clone()), &self.stats);
             }
             return;
         }
@@ -481,6 +541,15 @@ impl Worker {
     ) {
         let n_ctx = self.n_ctx;
         let jump_forward = self.jump_forward;
+        let stats = &self.stats;
+        // The span's guesses that were not confirmed were evaluated for nothing.
+        let guesses = span.len().saturating_sub(1) as u64;
+        let mut confirmed = 0u64;
+        let dropped = |confirmed: u64| {
+            if guesses > confirmed {
+                stats.update(|s| s.dropped_span_tokens += guesses - confirmed);
+            }
+        };
         let slot = &mut self.slots[i];
         let (Some(job), Some(generation)) = (slot.job.as_ref(), slot.generation.as_mut()) else {
             return;
@@ -496,11 +565,13 @@ impl Worker {
                 Ok(Step::Finished(completion)) => {
                     // Whatever the span put in the cache past here stays, described by
                     // `kv_tokens`: it is a valid prefix for later requests.
-                    finish(slot, Ok(completion));
+                    dropped(confirmed);
+                    finish(slot, Ok(completion), stats);
                     return;
                 }
                 Err(e) => {
-                    finish(slot, Err(e));
+                    dropped(confirmed);
+                    finish(slot, Err(e), stats);
                     return;
                 }
             };
@@ -513,8 +584,10 @@ impl Worker {
             let guessed = span.get(row + 1).copied();
             if guessed == Some(token) {
                 generation.confirmed_forced();
+                confirmed += 1;
                 continue;
             }
+            dropped(confirmed);
             if guessed.is_some() {
                 // The model goes another way: forget the rest of the span.
                 let keep = base + row;
@@ -523,7 +596,11 @@ impl Worker {
             }
             let forced = if jump_forward {
                 let room = n_ctx.saturating_sub(slot.kv_tokens.len() + 2);
-                generation.forced(model, request, room.min(MAX_SPAN))
+                let started = std::time::Instant::now();
+                let forced = generation.forced(model, request, room.min(MAX_SPAN));
+                let took = started.elapsed().as_secs_f64();
+                stats.update(|s| s.budget_s += took);
+                forced
             } else {
                 Vec::new()
             };
@@ -536,9 +613,21 @@ impl Worker {
     }
 }
 
-fn finish(slot: &mut Slot, result: Result<Completion, EngineError>) {
+/// Ends a slot's request with `result`, adding what it did to `stats`.
+fn finish(slot: &mut Slot, result: Result<Completion, EngineError>, stats: &Shared) {
     slot.phase = Phase::Idle;
-    slot.generation = None;
+    if let Some(generation) = slot.generation.take() {
+        let costs = generation.costs();
+        stats.update(|s| {
+            if let Ok(completion) = &result {
+                s.generated_tokens += u64::from(completion.completion_tokens);
+                s.forced_tokens += u64::from(completion.forced_tokens);
+            }
+            s.grammar_s += costs.grammar.as_secs_f64();
+            s.budget_s += costs.budget.as_secs_f64();
+            s.sample_s += costs.sample.as_secs_f64();
+        });
+    }
     if let Some(job) = slot.job.take() {
         let _ = job.reply.send(result);
     }

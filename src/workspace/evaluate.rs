@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{RunKind, Workspace, WorkspaceError};
+use crate::bench::eval::{EvalBenchReport, EvalModeReport};
 use crate::bench::{self, BenchOptions, BenchReport, ModeReport};
 use crate::dataset::{self, Split};
 use crate::engine::{EngineConfig, GenerationRequest};
@@ -246,6 +247,117 @@ pub async fn bench(
     let generator = run.generator(engine, run.group(0), false);
     let report = run.drive(bench::run(&generator, options)).await?;
     Ok((run.id, report))
+}
+
+/// A task's split to measure evaluation throughput on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalBenchRequest {
+    pub task: PathBuf,
+    /// A stored artifact to evaluate instead of the task's program.
+    pub program: Option<String>,
+    pub split: SplitName,
+}
+
+/// The evaluation benchmark: the split evaluated with the cache off, once decoding
+/// grammar-forced text step by step and once with jump-forward spans, each on a freshly
+/// loaded engine (never two at once) and as its own run. `on_mode` hears each mode as it ends.
+pub async fn bench_eval(
+    ws: &Workspace,
+    request: &EvalBenchRequest,
+    on_mode: &(dyn Fn(&EvalModeReport) + Sync),
+    cancel: CancellationToken,
+) -> Result<EvalBenchReport, WorkspaceError> {
+    let mut task = Task::load(&request.task)?;
+    let artifact = ws.use_artifact(&mut task, request.program.as_deref())?;
+    let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
+    let split: &Split = match request.split {
+        SplitName::Train => &data.train.0,
+        SplitName::Val => &data.val.0,
+        SplitName::Test => &data.test.0,
+    };
+    let models = ws.task_models(&task)?;
+    let base = ws.engine_config().clone();
+    let mut modes = Vec::new();
+    let mut outputs = Vec::new();
+    for (mode, jump_forward) in [("stepwise", false), ("jump-forward", true)] {
+        let config = EngineConfig {
+            jump_forward,
+            ..base.clone()
+        };
+        let engine = Arc::new(ws.fresh_engine(&task.task.model, &config)?);
+        let run = ws.begin_run(
+            RunKind::Bench,
+            task_config(
+                &task,
+                &config,
+                serde_json::json!({
+                    "benchmark": "eval",
+                    "mode": mode,
+                    "split": split.name,
+                    "split_hash": split.hash,
+                    "artifact": artifact,
+                    "corpora": models.corpora,
+                }),
+                None,
+            ),
+            Some(task.task.seed),
+            &engine,
+            cancel.clone(),
+        )?;
+        let models = super::TaskModels {
+            engine: Arc::clone(&engine),
+            ..models.clone()
+        };
+        let (lm, judges) = models.for_run(&run, &task.task.model, run.group(0), false);
+        let retriever = models.retriever_for_run(ws, &run, &task.task.model, run.group(0), false);
+        let context = ExampleContext {
+            lm,
+            retriever,
+            judges,
+            metric: task.metric.clone(),
+            settings: task.generation.clone(),
+            inputs: task.example_inputs(),
+        };
+        let started = std::time::Instant::now();
+        let report = run
+            .drive(eval::evaluate(
+                &context,
+                &task.program,
+                split,
+                ws.store(),
+                run.id,
+                &|_| {},
+            ))
+            .await?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let measured = EvalModeReport {
+            mode: mode.to_string(),
+            run_id: run.id,
+            examples: report.results.len(),
+            wall_s,
+            examples_per_s: report.results.len() as f64 / wall_s.max(1e-9),
+            mean_score: report.mean,
+            failed: report.failed,
+            cut: report.cut,
+            stats: engine.stats(),
+        };
+        on_mode(&measured);
+        modes.push(measured);
+        outputs.push(
+            report
+                .results
+                .into_iter()
+                .map(|r| (r.outputs, r.error))
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok(EvalBenchReport {
+        task: task.task.name.clone(),
+        split: split.name.to_string(),
+        model: task.task.model.clone(),
+        identical_outputs: outputs.windows(2).all(|w| w[0] == w[1]),
+        modes,
+    })
 }
 
 /// The scheduler benchmark: the same shared-prefix workload one request at a time, batched,

@@ -28,8 +28,8 @@ pub use corpus::{
     AddCorpusRequest, CorpusAdded, CorpusEmbedded, CorpusUse,
 };
 pub use evaluate::{
-    bench, bench_scheduler, evaluate, generate, predict, EvalRequest, Evaluated, PredictRequest,
-    SplitName,
+    bench, bench_eval, bench_scheduler, evaluate, generate, predict, EvalBenchRequest, EvalRequest,
+    Evaluated, PredictRequest, SplitName,
 };
 pub use lifecycle::{RunHandle, RunKind};
 pub use optimize::{
@@ -145,6 +145,7 @@ pub struct Workspace {
 }
 
 /// A task's models by role, ready to call.
+#[derive(Clone)]
 pub struct TaskModels {
     /// The task model's engine (the run records its model and fingerprint).
     pub engine: Arc<Engine>,

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::{any, prop, prop_assert, prop_oneof, BoxedStrategy, Just, Strategy};
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Map, Value};
-use tuningfork::lm::gbnf::Grammar;
+use tuningfork::gbnf::Grammar;
 use tuningfork::program::adapter;
 use tuningfork::program::grammar::for_outputs;
 use tuningfork::program::{FieldType, InputField, OutputField, Signature};

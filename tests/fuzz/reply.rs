@@ -10,7 +10,7 @@ use proptest::prelude::{any, prop, prop_assert, prop_oneof, Strategy};
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
-use tuningfork::lm::gbnf::Grammar;
+use tuningfork::gbnf::Grammar;
 use tuningfork::program::adapter::reply_fields;
 use tuningfork::program::{
     FieldType, InputField, OutputField, Predictor, PredictorKind, Signature,
