@@ -51,6 +51,19 @@ pub struct EvalReport {
     pub results: Vec<ExampleResult>,
 }
 
+impl EvalReport {
+    /// How many examples had each `step.field` cut short, most often first.
+    pub fn cut_counts(&self) -> Vec<(&str, usize)> {
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for field in self.results.iter().flat_map(|r| &r.cut_short) {
+            *counts.entry(field).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
@@ -327,4 +340,33 @@ pub async fn evaluate(
         cut: results.iter().filter(|r| !r.cut_short.is_empty()).count(),
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_counts_are_per_field_most_often_first() {
+        let result = |cut: &[&str]| ExampleResult {
+            index: 0,
+            source: String::new(),
+            inputs: Values::new(),
+            outputs: None,
+            score: 0.0,
+            feedback: None,
+            error: None,
+            cut_short: cut.iter().map(|s| s.to_string()).collect(),
+            trace: Trace::default(),
+        };
+        let report = EvalReport {
+            split: "val",
+            split_hash: String::new(),
+            mean: 0.0,
+            failed: 0,
+            cut: 2,
+            results: vec![result(&["x.b", "x.a"]), result(&["x.b"]), result(&[])],
+        };
+        assert_eq!(report.cut_counts(), vec![("x.b", 2), ("x.a", 1)]);
+    }
 }

@@ -43,7 +43,12 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         println!(
             "{} examples have values cut short to finish within max_tokens ({}); raise max_tokens in [generation] to give them room",
             report.cut,
-            cut_fields(report)
+            report
+                .cut_counts()
+                .iter()
+                .map(|(field, n)| format!("{field} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let mut misses: Vec<&ExampleResult> = report.results.iter().filter(|r| r.score < 1.0).collect();
@@ -66,21 +71,6 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// How often each `step.field` was cut short, most often first.
-fn cut_fields(report: &tuningfork::eval::EvalReport) -> String {
-    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for field in report.results.iter().flat_map(|r| &r.cut_short) {
-        *counts.entry(field).or_default() += 1;
-    }
-    let mut counts: Vec<_> = counts.into_iter().collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    counts
-        .iter()
-        .map(|(field, n)| format!("{field} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {

@@ -47,28 +47,6 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
-    /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &EngineStats) -> EngineStats {
-        EngineStats {
-            requests: self.requests - earlier.requests,
-            prompt_tokens: self.prompt_tokens - earlier.prompt_tokens,
-            prompt_reused: self.prompt_reused - earlier.prompt_reused,
-            prefix_copies: self.prefix_copies - earlier.prefix_copies,
-            generated_tokens: self.generated_tokens - earlier.generated_tokens,
-            forced_tokens: self.forced_tokens - earlier.forced_tokens,
-            dropped_span_tokens: self.dropped_span_tokens - earlier.dropped_span_tokens,
-            passes: self.passes - earlier.passes,
-            batches: self.batches - earlier.batches,
-            batch_tokens: self.batch_tokens - earlier.batch_tokens,
-            llama_s: self.llama_s - earlier.llama_s,
-            grammar_s: self.grammar_s - earlier.grammar_s,
-            budget_s: self.budget_s - earlier.budget_s,
-            sample_s: self.sample_s - earlier.sample_s,
-            copy_s: self.copy_s - earlier.copy_s,
-            busy_s: self.busy_s - earlier.busy_s,
-        }
-    }
-
     /// Busy time not spent in llama.cpp, sampling or copies: scheduling, admission,
     /// bookkeeping per request.
     pub fn other_s(&self) -> f64 {

@@ -388,36 +388,39 @@ impl Worker {
             chunks.push((i, *next..end));
         }
         self.prefill_cursor = (self.prefill_cursor + 1) % n;
-        let counts = |extra: &dyn Fn(usize) -> usize| -> Vec<(i32, usize)> {
+        // Spans to take, as extra tokens per decoding slot (in `decoding`'s order).
+        let counts = |extra: &[usize]| -> Vec<(i32, usize)> {
             let mut counts: Vec<(i32, usize)> = decoding
                 .iter()
-                .map(|&(i, _)| (self.slots[i].seq, 1 + extra(i)))
+                .zip(extra)
+                .map(|(&(i, _), &extra)| (self.slots[i].seq, 1 + extra))
                 .chain(chunks.iter().map(|(i, r)| (self.slots[*i].seq, r.len())))
                 .collect();
             counts.sort_unstable();
             counts
         };
-        let plain = super::stats::passes(&counts(&|_| 0), self.n_batch);
-        let span_of = |i: usize| decoding.iter().find(|d| d.0 == i).map_or(0, |d| d.1);
-        let shortest = decoding.iter().map(|d| d.1).min().unwrap_or(0);
-        let fits = |extra: &dyn Fn(usize) -> usize| {
-            let total: usize = decoding.iter().map(|&(i, _)| extra(i)).sum();
+        let none = vec![0; decoding.len()];
+        let plain = super::stats::passes(&counts(&none), self.n_batch);
+        let fits = |extra: &[usize]| {
+            let total: usize = extra.iter().sum();
             total > 0
                 && total <= budget
                 && super::stats::passes(&counts(extra), self.n_batch) <= plain
         };
-        let take: Box<dyn Fn(usize) -> usize> = if !self.jump_forward {
-            Box::new(|_| 0)
-        } else if fits(&span_of) {
-            Box::new(span_of)
-        } else if fits(&|_| shortest) {
-            Box::new(move |_| shortest)
+        let whole: Vec<usize> = decoding.iter().map(|d| d.1).collect();
+        let shortest = whole.iter().copied().min().unwrap_or(0);
+        let equal = vec![shortest; decoding.len()];
+        let take = if !self.jump_forward {
+            none
+        } else if fits(&whole) {
+            whole
+        } else if fits(&equal) {
+            equal
         } else {
-            Box::new(|_| 0)
+            none
         };
         let mut work: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
-        for &(i, _) in &decoding {
-            let extra = take(i);
+        for (&(i, _), &extra) in decoding.iter().zip(&take) {
             let Phase::Decode { last, forced } = &mut self.slots[i].phase else {
                 continue;
             };

@@ -44,6 +44,8 @@ pub struct Grammar {
     /// Per rule, its shortest derivation; `None` for a rule that can never finish.
     shortest: Vec<Option<Shortest>>,
     root: usize,
+    /// What prefix analysis needs of every rule, worked out at its first use.
+    prefix_tables: std::sync::OnceLock<prefix::Tables>,
 }
 
 #[derive(Debug, Clone)]

@@ -49,6 +49,7 @@ pub(super) fn grammar(text: &str) -> Result<Grammar, GrammarError> {
         rules,
         shortest,
         root,
+        prefix_tables: std::sync::OnceLock::new(),
     })
 }
 struct Slot {

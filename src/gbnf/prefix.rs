@@ -35,15 +35,15 @@ impl Grammar {
     /// How `prefix` can go on, or `None` when no member starts with it (or when the analysis
     /// runs past its work budget).
     pub fn continuation(&self, prefix: &str) -> Option<Continuation> {
-        let tables = Tables::new(self);
-        let first = Analysis::new(self, &tables, prefix.chars().collect()).root()?;
+        let tables = self.prefix_tables.get_or_init(|| Tables::new(self));
+        let first = Analysis::new(self, tables, prefix.chars().collect()).root()?;
         let mut forced = String::new();
         let mut current = first.clone();
         while !current.done && !current.next.many && forced.len() < MAX_FORCED_CHARS {
             let Some(c) = current.next.one else { break };
             forced.push(c);
             let text: Vec<char> = prefix.chars().chain(forced.chars()).collect();
-            match Analysis::new(self, &tables, text).root() {
+            match Analysis::new(self, tables, text).root() {
                 Some(next) => current = next,
                 None => {
                     // Only a budget overrun gets here: keep what is certain.
@@ -151,7 +151,8 @@ impl Open {
 }
 
 /// What a node can do from scratch: the first characters of its texts, its shortest text.
-struct Tables {
+#[derive(Debug, Clone)]
+pub(super) struct Tables {
     /// Per rule, the characters its texts can start with.
     first: Vec<Next>,
     /// Per rule, its shortest text (`None`: it never finishes, or it is too deep to write).

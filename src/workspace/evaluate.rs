@@ -37,6 +37,38 @@ pub struct EvalRequest {
     pub check: Option<serde_json::Value>,
 }
 
+impl SplitName {
+    /// This split of `data`.
+    fn of(self, data: &dataset::Datasets) -> &Split {
+        match self {
+            SplitName::Train => &data.train.0,
+            SplitName::Val => &data.val.0,
+            SplitName::Test => &data.test.0,
+        }
+    }
+}
+
+/// What every example of an evaluation of `task` in `run` shares: the run's generators for
+/// the task model and judges, its retriever, the metric and the settings.
+fn example_context(
+    ws: &Workspace,
+    task: &Task,
+    models: &super::TaskModels,
+    run: &super::RunHandle,
+    use_cache: bool,
+) -> ExampleContext {
+    let (lm, judges) = models.for_run(run, &task.task.model, run.group(0), use_cache);
+    let retriever = models.retriever_for_run(ws, run, &task.task.model, run.group(0), use_cache);
+    ExampleContext {
+        lm,
+        retriever,
+        judges,
+        metric: task.metric.clone(),
+        settings: task.generation.clone(),
+        inputs: task.example_inputs(),
+    }
+}
+
 /// The outcome of [`evaluate()`]: the run and the split's report.
 #[derive(Debug, Clone)]
 pub struct Evaluated {
@@ -56,11 +88,7 @@ pub async fn evaluate(
     let mut task = Task::load(&request.task)?;
     let artifact = ws.use_artifact(&mut task, request.program.as_deref())?;
     let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
-    let split: &Split = match request.split {
-        SplitName::Train => &data.train.0,
-        SplitName::Val => &data.val.0,
-        SplitName::Test => &data.test.0,
-    };
+    let split = request.split.of(&data);
     let models = ws.task_models(&task)?;
     let run = ws.begin_run(
         RunKind::Eval,
@@ -85,17 +113,7 @@ pub async fn evaluate(
         &models.engine,
         cancel,
     )?;
-    let (lm, judges) = models.for_run(&run, &task.task.model, run.group(0), request.use_cache);
-    let retriever =
-        models.retriever_for_run(ws, &run, &task.task.model, run.group(0), request.use_cache);
-    let context = ExampleContext {
-        lm,
-        retriever,
-        judges,
-        metric: task.metric.clone(),
-        settings: task.generation.clone(),
-        inputs: task.example_inputs(),
-    };
+    let context = example_context(ws, &task, &models, &run, request.use_cache);
     observer.stage(split.name, split.len() as u64);
     let on_done = |result: &ExampleResult| {
         observer.example_scored(result.score);
@@ -270,11 +288,7 @@ pub async fn bench_eval(
     let mut task = Task::load(&request.task)?;
     let artifact = ws.use_artifact(&mut task, request.program.as_deref())?;
     let data = dataset::load(&task.dataset, &task.base_dir, &task.example_fields())?;
-    let split: &Split = match request.split {
-        SplitName::Train => &data.train.0,
-        SplitName::Val => &data.val.0,
-        SplitName::Test => &data.test.0,
-    };
+    let split = request.split.of(&data);
     let models = ws.task_models(&task)?;
     let base = ws.engine_config().clone();
     let mut modes = Vec::new();
@@ -308,16 +322,7 @@ pub async fn bench_eval(
             engine: Arc::clone(&engine),
             ..models.clone()
         };
-        let (lm, judges) = models.for_run(&run, &task.task.model, run.group(0), false);
-        let retriever = models.retriever_for_run(ws, &run, &task.task.model, run.group(0), false);
-        let context = ExampleContext {
-            lm,
-            retriever,
-            judges,
-            metric: task.metric.clone(),
-            settings: task.generation.clone(),
-            inputs: task.example_inputs(),
-        };
+        let context = example_context(ws, &task, &models, &run, false);
         let started = std::time::Instant::now();
         let report = run
             .drive(eval::evaluate(
