@@ -207,7 +207,15 @@ fn check_contract(model: &str) {
         "{model}: no reply was cut short"
     );
     assert!(reference.iter().all(|c| c.forced_tokens == 0));
-    for (slots, prefix_reuse, n_batch) in [(8, true, 512), (4, false, 512), (3, true, 64)] {
+    // One slot, with prefix reuse: every forced span is taken (with several slots, a span goes
+    // ahead only when every decoding slot has one at the same step).
+    let configs = [
+        (8, true, 512),
+        (4, false, 512),
+        (3, true, 64),
+        (1, true, 512),
+    ];
+    for (slots, prefix_reuse, n_batch) in configs {
         let engine = load(
             model,
             EngineConfig {
@@ -231,7 +239,9 @@ fn check_contract(model: &str) {
             assert_eq!(a.cut_at, b.cut_at, "{model}: request {i}");
         }
         let forced: u32 = batched.iter().map(|c| c.forced_tokens).sum();
-        assert!(forced > 0, "{model}: no token was jump-forwarded");
+        if slots == 1 {
+            assert!(forced > 0, "{model}: no token was jump-forwarded");
+        }
         // Alone again on the batched engine, after the batch: still identical.
         let again = block_on(complete(&engine, requests[0].clone())).unwrap();
         assert_eq!(again.text, reference[0].text);
