@@ -318,6 +318,45 @@ fn bench_prints_prefill_and_decode_speed() {
 }
 
 #[test]
+fn bench_batched_measures_each_batch_size_both_ways() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&[
+        "bench",
+        "--batched",
+        "--prompt-tokens",
+        "32",
+        "--gen-tokens",
+        "6",
+        "--sequences",
+        "1,3",
+        "--repetitions",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, b) in rows.iter().zip([1u64, 3]) {
+        assert_eq!(row["sequences"], b);
+        assert_eq!(row["prompt_tokens"], 32);
+        for figure in [
+            "prefill_tokens_per_s",
+            "decode_tokens_per_s",
+            "tokens_per_s",
+        ] {
+            assert!(row["passes"][figure].as_f64().unwrap() > 0.0, "{row}");
+        }
+        let generated = row["engine"]["generated_tokens"].as_u64().unwrap();
+        assert!(generated > 0 && generated <= 6 * b, "{row}");
+        assert!(row["engine"]["prompt_tokens"].as_u64().unwrap() >= 32 * b);
+    }
+    let zero = sandbox.run(&["bench", "--batched", "--sequences", "0,4"]);
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--sequences"), "{}", stderr(&zero));
+}
+
+#[test]
 fn bad_arguments_fail_without_a_panic() {
     let sandbox = Sandbox::new();
     for args in [

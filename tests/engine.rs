@@ -185,3 +185,42 @@ fn fingerprint_records_the_build() {
     assert!(!fp.cpu_features().is_empty());
     assert!(!fp.flash_attention && !fp.kv_unified);
 }
+
+#[test]
+fn a_batched_measurement_leaves_no_trace_in_later_outputs() {
+    use tuningfork::engine::BatchedWorkload;
+    let engine = shared(SMOLLM);
+    let request = GenerationRequest::chat(question(), 24);
+    let before = block_on(complete(&engine, request.clone())).unwrap();
+    let prompt = engine.tokenize("Count upwards without stopping: 1, 2, 3, 4, 5, 6, 7, 8, 9,");
+    let timings = block_on(engine.measure_batched(BatchedWorkload {
+        sequences: 2,
+        prompt: prompt.clone(),
+        gen_tokens: 4,
+    }))
+    .unwrap();
+    assert!(
+        timings.prefill_s > 0.0 && timings.decode_s > 0.0,
+        "{timings:?}"
+    );
+    // The slots' cached prefixes are gone with the measurement's cache; a request computes
+    // its prompt again and answers exactly as before.
+    let after = block_on(complete(&engine, request)).unwrap();
+    assert_eq!(before.text, after.text);
+    // More sequences than slots, or more tokens than a slot holds, are refused with the fix.
+    let slots = engine.config().slots;
+    let too_many = block_on(engine.measure_batched(BatchedWorkload {
+        sequences: slots + 1,
+        prompt: prompt.clone(),
+        gen_tokens: 4,
+    }))
+    .unwrap_err();
+    assert!(too_many.to_string().contains("--slots"), "{too_many}");
+    let too_long = block_on(engine.measure_batched(BatchedWorkload {
+        sequences: 1,
+        prompt,
+        gen_tokens: engine.config().n_ctx,
+    }))
+    .unwrap_err();
+    assert!(too_long.to_string().contains("--ctx-size"), "{too_long}");
+}

@@ -3,6 +3,7 @@
 //! Every measured call goes through the [`Generator`] with the cache off, so it is recorded like
 //! any other call and never served from the store.
 
+pub mod batched;
 pub mod eval;
 pub mod retrieval;
 
@@ -286,6 +287,25 @@ impl ModeReport {
 
 /// Runs every request of `workload` through `generator`, all at once (`concurrent`) or one
 /// after another, and measures the wall time.
+/// Submits every request at once and returns their results in request order.
+pub async fn generate_all(
+    generator: &Generator,
+    requests: Vec<GenerationRequest>,
+) -> Result<Vec<crate::generator::Generated>, GenerateError> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let generator = generator.clone();
+        set.spawn(async move { (i, generator.generate(request).await) });
+    }
+    let mut results = Vec::with_capacity(set.len());
+    while let Some(joined) = set.join_next().await {
+        let (i, result) = joined.expect("benchmark tasks do not panic");
+        results.push((i, result?));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, g)| g).collect())
+}
+
 pub async fn run_workload(
     generator: &Generator,
     workload: &[GenerationRequest],
@@ -294,18 +314,7 @@ pub async fn run_workload(
 ) -> Result<ModeReport, GenerateError> {
     let started = std::time::Instant::now();
     let results = if concurrent {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, request) in workload.iter().cloned().enumerate() {
-            let generator = generator.clone();
-            set.spawn(async move { (i, generator.generate(request).await) });
-        }
-        let mut results = Vec::with_capacity(workload.len());
-        while let Some(joined) = set.join_next().await {
-            let (i, result) = joined.expect("benchmark tasks do not panic");
-            results.push((i, result?));
-        }
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, g)| g).collect::<Vec<_>>()
+        generate_all(generator, workload.to_vec()).await?
     } else {
         let mut results = Vec::with_capacity(workload.len());
         for request in workload {

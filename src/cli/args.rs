@@ -813,23 +813,31 @@ pub struct BenchArgs {
     /// time, batched, batched with prefix reuse, and again from the cache.
     #[arg(long)]
     pub scheduler: bool,
+    /// Instead: llama-batched-bench's workload — --sequences sequences of --prompt-tokens
+    /// tokens each, then --gen-tokens steps for all of them — as llama.cpp passes on the
+    /// engine's context and as real requests through the engine.
+    #[arg(long, conflicts_with = "scheduler")]
+    pub batched: bool,
+    /// Batch sizes of --batched.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    pub sequences: Vec<u32>,
     /// Requests in the scheduler workload (and, with --serve, in each half of the comparison).
     #[arg(long, default_value_t = 64)]
     pub requests: usize,
     /// Instead: the HTTP server's overhead — the same concurrent chat workload straight
     /// through the engine and through a loopback `serve` — and a soak of --soak requests
     /// reading resident memory.
-    #[arg(long, conflicts_with = "scheduler")]
+    #[arg(long, conflicts_with_all = ["scheduler", "batched"])]
     pub serve: bool,
     /// Instead: retrieval — indexing speed and query latency for BM25 on --passages synthetic
     /// passages, and with --embed N embedding speed (against a prefill of the same passages)
     /// and embedding and hybrid query latency over N of them. Runs on a scratch store.
-    #[arg(long, conflicts_with_all = ["scheduler", "serve"])]
+    #[arg(long, conflicts_with_all = ["scheduler", "serve", "batched"])]
     pub retrieval: bool,
     /// Instead: evaluation throughput on this task file's --split (cache off), decoding
     /// grammar-forced text step by step and then with jump-forward spans, with where the
     /// worker's time and the tokens went.
-    #[arg(long, value_name = "TASK", conflicts_with_all = ["scheduler", "serve", "retrieval"])]
+    #[arg(long, value_name = "TASK", conflicts_with_all = ["scheduler", "serve", "retrieval", "batched"])]
     pub eval: Option<std::path::PathBuf>,
     /// With --eval: a stored artifact to evaluate instead of the task's program.
     #[arg(long, requires = "eval")]

@@ -14,6 +14,9 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     if args.serve {
         return serve(global, args);
     }
+    if args.batched {
+        return batched(global, args);
+    }
     if args.retrieval {
         return super::corpus::bench(global, args);
     }
@@ -47,6 +50,34 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     println!("run        {run_id}");
     println!();
     println!("{report}");
+    Ok(())
+}
+
+/// llama-batched-bench's workload, as llama.cpp passes and through the engine.
+fn batched(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
+    let ws = workspace(global, &args.engine)?;
+    let options = tuningfork::bench::batched::BatchedOptions {
+        prompt_tokens: u32::try_from(args.prompt_tokens).unwrap_or(u32::MAX),
+        gen_tokens: args.gen_tokens.unwrap_or(64),
+        sequences: args.sequences.clone(),
+        repetitions: args.repetitions,
+    };
+    let runner = Runner::new()?;
+    let (run_id, report) = runner.run(workspace::bench_batched(
+        &ws,
+        &args.model,
+        &options,
+        runner.token(),
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("model      {}", args.model);
+    println!("threads    {}", ws.engine_config().resolved_threads());
+    println!("run        {run_id}");
+    println!();
+    print!("{report}");
     Ok(())
 }
 

@@ -209,6 +209,30 @@ enum Command {
         tokens: Vec<LlamaToken>,
         reply: oneshot::Sender<Result<Vec<f32>, EngineError>>,
     },
+    /// llama-batched-bench's workload on this engine's context, once no request is running.
+    Measure {
+        workload: BatchedWorkload,
+        reply: oneshot::Sender<Result<BatchedTimings, EngineError>>,
+    },
+}
+
+/// The workload of llama.cpp's `llama-batched-bench` (prompt not shared): `sequences`
+/// sequences of `prompt` tokens each evaluated from an empty cache in batches of the engine's
+/// batch size, then `gen_tokens` steps that each append one token to every sequence (all
+/// their logits computed). No sampling: this measures llama.cpp's passes under this engine's
+/// build and context settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchedWorkload {
+    pub sequences: u32,
+    pub prompt: Vec<i32>,
+    pub gen_tokens: u32,
+}
+
+/// Wall time of a [`BatchedWorkload`]'s two phases.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BatchedTimings {
+    pub prefill_s: f64,
+    pub decode_s: f64,
 }
 
 /// Longest text, in tokens, an engine embeds (its embedding context's window).
@@ -538,6 +562,32 @@ impl Engine {
             reply,
         })
         .await
+    }
+
+    /// Runs `workload` on the worker's context once every accepted request is answered (new
+    /// requests wait meanwhile). It starts from an empty cache, so slots lose the prefixes
+    /// they held for reuse.
+    pub async fn measure_batched(
+        &self,
+        workload: BatchedWorkload,
+    ) -> Result<BatchedTimings, EngineError> {
+        let slots = self.config.slots.max(1);
+        if workload.sequences == 0 || workload.sequences > slots {
+            return Err(EngineError::InvalidRequest(format!(
+                "{} sequences asked for, the engine has {slots} slots (set --slots to at least {})",
+                workload.sequences,
+                workload.sequences.max(1)
+            )));
+        }
+        let needed = workload.prompt.len() + workload.gen_tokens as usize;
+        if workload.prompt.is_empty() || needed > self.config.n_ctx as usize {
+            return Err(EngineError::InvalidRequest(format!(
+                "a sequence of {needed} tokens does not fit a slot's context of {} tokens (set --ctx-size to at least {needed})",
+                self.config.n_ctx
+            )));
+        }
+        self.send(|reply| Command::Measure { workload, reply })
+            .await
     }
 
     /// The token ids `text` becomes (no special tokens added).

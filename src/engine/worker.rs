@@ -23,8 +23,8 @@ use super::queue::FairQueue;
 use super::slot::{Generation, Step};
 use super::stats::Shared;
 use super::{
-    context_params, embedding_params, Command, Completion, EngineConfig, EngineError, Pooling,
-    PreparedRequest, TextDeltas,
+    context_params, embedding_params, BatchedTimings, BatchedWorkload, Command, Completion,
+    EngineConfig, EngineError, Pooling, PreparedRequest, TextDeltas,
 };
 
 /// A text waiting for its embedding.
@@ -115,6 +115,7 @@ pub(super) fn run(
         clock: 0,
         prefill_cursor: 0,
         embeds: std::collections::VecDeque::new(),
+        measures: std::collections::VecDeque::new(),
         stats,
     };
     // Made at the first embedding request: engines that only generate never pay for it.
@@ -159,6 +160,14 @@ pub(super) fn run(
                 let _ = job.reply.send(embed(embed_ctx, &job.tokens));
             }
         }
+        // A measurement runs alone: after the requests accepted before it are answered.
+        if worker.slots.iter().all(Slot::is_free) && worker.queue.is_empty() {
+            if let Some((workload, reply)) = worker.measures.pop_front() {
+                if !reply.is_closed() {
+                    let _ = reply.send(worker.measure(&mut ctx, &workload));
+                }
+            }
+        }
         let busy = busy.elapsed().as_secs_f64();
         worker.stats.update(|s| s.busy_s += busy);
     }
@@ -191,12 +200,18 @@ struct Worker {
     clock: u64,
     prefill_cursor: usize,
     embeds: std::collections::VecDeque<EmbedJob>,
+    measures: std::collections::VecDeque<(BatchedWorkload, MeasureReply)>,
     stats: Shared,
 }
 
+type MeasureReply = oneshot::Sender<Result<BatchedTimings, EngineError>>;
+
 impl Worker {
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.slots.iter().all(Slot::is_free) && self.embeds.is_empty()
+        self.queue.is_empty()
+            && self.slots.iter().all(Slot::is_free)
+            && self.embeds.is_empty()
+            && self.measures.is_empty()
     }
 
     fn accept(&mut self, command: Command) {
@@ -215,7 +230,71 @@ impl Worker {
                 },
             ),
             Command::Embed { tokens, reply } => self.embeds.push_back(EmbedJob { tokens, reply }),
+            Command::Measure { workload, reply } => self.measures.push_back((workload, reply)),
         }
+    }
+
+    /// llama-batched-bench's workload (see [`BatchedWorkload`]) on sequences 0.., from an empty
+    /// cache; the cache is empty again afterwards and no slot holds a prefix.
+    fn measure(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        workload: &BatchedWorkload,
+    ) -> Result<BatchedTimings, EngineError> {
+        let decode_error = |e: llama_cpp_2::DecodeError| EngineError::Decode(e.to_string());
+        let sequences = workload.sequences as i32;
+        let prompt: Vec<LlamaToken> = workload.prompt.iter().map(|&t| LlamaToken(t)).collect();
+        ctx.clear_kv_cache();
+        for slot in &mut self.slots {
+            slot.kv_tokens.clear();
+        }
+        // Every (sequence, position, token) of the prompts, then decoded in n_batch chunks.
+        let rows: Vec<(i32, usize, LlamaToken)> = (0..sequences)
+            .flat_map(|seq| {
+                prompt
+                    .iter()
+                    .enumerate()
+                    .map(move |(pos, &t)| (seq, pos, t))
+            })
+            .collect();
+        let mut batch = LlamaBatch::new(self.n_batch.max(sequences as usize), 1);
+        let started = std::time::Instant::now();
+        let last = rows.len() - 1;
+        let mut result = Ok(());
+        for (c, chunk) in rows.chunks(self.n_batch).enumerate() {
+            batch.clear();
+            for (k, &(seq, pos, token)) in chunk.iter().enumerate() {
+                let logits = c * self.n_batch + k == last;
+                batch
+                    .add(token, pos as i32, &[seq], logits)
+                    .expect("the batch is sized for its tokens");
+            }
+            result = ctx.decode(&mut batch).map_err(decode_error);
+            if result.is_err() {
+                break;
+            }
+        }
+        let prefill_s = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        for step in 0..workload.gen_tokens as usize {
+            if result.is_err() {
+                break;
+            }
+            batch.clear();
+            let token = prompt[step % prompt.len()];
+            for seq in 0..sequences {
+                batch
+                    .add(token, (prompt.len() + step) as i32, &[seq], true)
+                    .expect("the batch is sized for its tokens");
+            }
+            result = ctx.decode(&mut batch).map_err(decode_error);
+        }
+        let decode_s = started.elapsed().as_secs_f64();
+        ctx.clear_kv_cache();
+        result.map(|()| BatchedTimings {
+            prefill_s,
+            decode_s,
+        })
     }
 
     /// Requests whose caller went away are dropped; their slots are freed (the KV they computed

@@ -267,6 +267,56 @@ pub async fn bench(
     Ok((run.id, report))
 }
 
+/// `llama-batched-bench`'s workload (see [`bench::batched`]) on a fresh engine sized for it:
+/// as many slots as the largest batch, a batch size that holds every prompt of it, and a
+/// context per slot that holds one sequence.
+pub async fn bench_batched(
+    ws: &Workspace,
+    model: &str,
+    options: &bench::batched::BatchedOptions,
+    cancel: CancellationToken,
+) -> Result<(i64, bench::batched::BatchedReport), WorkspaceError> {
+    if options.sequences.is_empty() || options.sequences.contains(&0) {
+        return Err(WorkspaceError::Invalid(
+            "--sequences needs batch sizes of at least 1, e.g. --sequences 1,4,8".to_string(),
+        ));
+    }
+    if options.prompt_tokens == 0 || options.gen_tokens == 0 {
+        return Err(WorkspaceError::Invalid(
+            "--prompt-tokens and --gen-tokens need at least 1 token each".to_string(),
+        ));
+    }
+    let most = options.sequences.iter().copied().max().unwrap_or(1);
+    let base = ws.engine_config().clone();
+    // Room for the distinct first line each engine-path request carries.
+    let per_sequence = options.prompt_tokens + options.gen_tokens + 32;
+    let config = EngineConfig {
+        slots: most,
+        n_batch: base.n_batch.max(most * (options.prompt_tokens + 32)),
+        n_ctx: per_sequence.next_multiple_of(256),
+        ..base
+    };
+    let engine = Arc::new(ws.fresh_engine(model, &config)?);
+    let run = ws.begin_run(
+        RunKind::Bench,
+        serde_json::json!({
+            "benchmark": "batched",
+            "model": model,
+            "engine": config,
+            "prompt_tokens": options.prompt_tokens,
+            "gen_tokens": options.gen_tokens,
+            "sequences": options.sequences,
+            "repetitions": options.repetitions,
+        }),
+        None,
+        &engine,
+        cancel,
+    )?;
+    let generator = run.generator(engine, run.group(0), false);
+    let report = run.drive(bench::batched::run(&generator, options)).await?;
+    Ok((run.id, report))
+}
+
 /// A task's split to measure evaluation throughput on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalBenchRequest {

@@ -28,8 +28,8 @@ pub use corpus::{
     AddCorpusRequest, CorpusAdded, CorpusEmbedded, CorpusUse,
 };
 pub use evaluate::{
-    bench, bench_eval, bench_scheduler, evaluate, generate, predict, EvalBenchRequest, EvalRequest,
-    Evaluated, PredictRequest, SplitName,
+    bench, bench_batched, bench_eval, bench_scheduler, evaluate, generate, predict,
+    EvalBenchRequest, EvalRequest, Evaluated, PredictRequest, SplitName,
 };
 pub use lifecycle::{RunHandle, RunKind};
 pub use optimize::{
