@@ -27,6 +27,10 @@ pub struct EngineFingerprint {
     pub swa_full: bool,
     /// ggml's tiled K-quant matrix product (see `engine::TILED_MATMUL_ENV`).
     pub tiled_matmul: bool,
+    /// The tiled product forced onto every row count (see `engine::TILED_MATMUL_FORCE_ENV`).
+    /// Left out of the JSON when off, so fingerprints without it keep their ids.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tiled_matmul_forced: bool,
 }
 
 impl EngineFingerprint {
@@ -46,6 +50,7 @@ impl EngineFingerprint {
             kv_unified: false,
             swa_full: true,
             tiled_matmul: super::tiled_matmul_enabled(),
+            tiled_matmul_forced: super::tiled_matmul_forced(),
         }
     }
 
@@ -158,5 +163,19 @@ mod tests {
         assert_ne!(a.id(), b.id());
         assert_eq!(a.id(), a.clone().id());
         assert_eq!(a.differences(&b).len(), 1);
+    }
+
+    #[test]
+    fn a_forced_tiled_product_changes_the_id_and_its_absence_keeps_old_ids() {
+        let mut a = EngineFingerprint::current();
+        a.tiled_matmul_forced = false;
+        let json = serde_json::to_value(&a).unwrap();
+        assert!(json.get("tiled_matmul_forced").is_none());
+        let read: EngineFingerprint = serde_json::from_value(json).unwrap();
+        assert_eq!(read.id(), a.id());
+        let mut forced = a.clone();
+        forced.tiled_matmul_forced = true;
+        assert_ne!(forced.id(), a.id());
+        assert_eq!(forced.differences(&a).len(), 1);
     }
 }

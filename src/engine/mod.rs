@@ -143,6 +143,18 @@ pub fn tiled_matmul_enabled() -> bool {
     std::env::var(TILED_MATMUL_ENV).is_ok_and(|v| v.trim().parse::<i64>().unwrap_or(1) != 0)
 }
 
+/// With the tiled product on, ggml takes it for every row count (not only from eight rows)
+/// when this variable is `1`: slower to decode one sequence, but no longer dependent on how
+/// many rows share a batch (see README, Benchmarks).
+pub const TILED_MATMUL_FORCE_ENV: &str = "GGML_CPU_TILED_MM_FORCE";
+
+/// Whether ggml's tiled product is on and forced onto every row count (ggml reads the
+/// variable as an integer equal to 1).
+pub fn tiled_matmul_forced() -> bool {
+    tiled_matmul_enabled()
+        && std::env::var(TILED_MATMUL_FORCE_ENV).is_ok_and(|v| v.trim().parse::<i64>() == Ok(1))
+}
+
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
