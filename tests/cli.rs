@@ -354,6 +354,10 @@ fn bench_batched_measures_each_batch_size_both_ways() {
     let zero = sandbox.run(&["bench", "--batched", "--sequences", "0,4"]);
     assert!(!zero.status.success());
     assert!(stderr(&zero).contains("--sequences"), "{}", stderr(&zero));
+    let huge = sandbox.run(&["bench", "--batched", "--prompt-tokens", "99999999999"]);
+    assert!(!huge.status.success());
+    assert!(stderr(&huge).contains("at most"), "{}", stderr(&huge));
+    assert!(!stderr(&huge).contains("panicked"), "{}", stderr(&huge));
 }
 
 #[test]

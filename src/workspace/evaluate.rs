@@ -289,10 +289,20 @@ pub async fn bench_batched(
     let most = options.sequences.iter().copied().max().unwrap_or(1);
     let base = ws.engine_config().clone();
     // Room for the distinct first line each engine-path request carries.
-    let per_sequence = options.prompt_tokens + options.gen_tokens + 32;
+    let prompt = options.prompt_tokens.saturating_add(32);
+    let per_sequence = prompt.saturating_add(options.gen_tokens);
+    // Far beyond what a benchmark needs, and within what one context can hold.
+    const MOST_TOKENS: u32 = 32_768;
+    if per_sequence > MOST_TOKENS || most > 64 {
+        return Err(WorkspaceError::Invalid(format!(
+            "--batched takes at most 64 sequences of at most {} tokens each (prompt and \
+             generated)",
+            MOST_TOKENS - 32
+        )));
+    }
     let config = EngineConfig {
         slots: most,
-        n_batch: base.n_batch.max(most * (options.prompt_tokens + 32)),
+        n_batch: base.n_batch.max(most * prompt),
         n_ctx: per_sequence.next_multiple_of(256),
         ..base
     };
