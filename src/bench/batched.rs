@@ -88,10 +88,10 @@ pub async fn run(
         };
         let mut passes = Vec::new();
         let mut through = Vec::new();
+        let pp = f64::from(sequences) * prompt.len() as f64;
+        let tg = f64::from(sequences) * f64::from(options.gen_tokens);
         for rep in 0..=repetitions {
             let t = engine.measure_batched(workload.clone()).await?;
-            let pp = f64::from(sequences) * prompt.len() as f64;
-            let tg = f64::from(sequences) * f64::from(options.gen_tokens);
             let measured = rates(t.prefill_s, t.decode_s, pp, tg);
             let requests = (0..sequences)
                 .map(|seq| {

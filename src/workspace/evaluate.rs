@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{RunKind, Workspace, WorkspaceError};
+use super::{RunHandle, RunKind, Workspace, WorkspaceError};
 use crate::bench::eval::{EvalBenchReport, EvalModeReport};
 use crate::bench::{self, BenchOptions, BenchReport, ModeReport};
 use crate::dataset::{self, Split};
-use crate::engine::{EngineConfig, GenerationRequest};
+use crate::engine::{Engine, EngineConfig, GenerationRequest};
 use crate::eval::{self, EvalReport, ExampleContext, ExampleResult};
-use crate::generator::Generated;
+use crate::generator::{Generated, Generator};
 use crate::observe::Observer;
 use crate::program::{Prediction, Values};
 use crate::task::Task;
@@ -241,6 +241,20 @@ pub async fn generate(
     Ok((run.id, generated))
 }
 
+/// A benchmark's run over `engine`, and a generator recording into it (serving from the
+/// cache only when `cache` is set).
+fn begin_bench(
+    ws: &Workspace,
+    engine: Arc<Engine>,
+    config: serde_json::Value,
+    cache: bool,
+    cancel: CancellationToken,
+) -> Result<(RunHandle, Generator), WorkspaceError> {
+    let run = ws.begin_run(RunKind::Bench, config, None, &engine, cancel)?;
+    let generator = run.generator(engine, run.group(0), cache);
+    Ok((run, generator))
+}
+
 /// Prefill and decode speed of a model, with the cache off; returns the run id too.
 pub async fn bench(
     ws: &Workspace,
@@ -248,21 +262,14 @@ pub async fn bench(
     options: &BenchOptions,
     cancel: CancellationToken,
 ) -> Result<(i64, BenchReport), WorkspaceError> {
-    let engine = ws.engine(model)?;
-    let run = ws.begin_run(
-        RunKind::Bench,
-        serde_json::json!({
-            "model": model,
-            "engine": ws.engine_config(),
-            "prompt_tokens": options.prompt_tokens,
-            "gen_tokens": options.gen_tokens,
-            "repetitions": options.repetitions,
-        }),
-        None,
-        &engine,
-        cancel,
-    )?;
-    let generator = run.generator(engine, run.group(0), false);
+    let config = serde_json::json!({
+        "model": model,
+        "engine": ws.engine_config(),
+        "prompt_tokens": options.prompt_tokens,
+        "gen_tokens": options.gen_tokens,
+        "repetitions": options.repetitions,
+    });
+    let (run, generator) = begin_bench(ws, ws.engine(model)?, config, false, cancel)?;
     let report = run.drive(bench::run(&generator, options)).await?;
     Ok((run.id, report))
 }
@@ -307,22 +314,16 @@ pub async fn bench_batched(
         ..base
     };
     let engine = Arc::new(ws.fresh_engine(model, &config)?);
-    let run = ws.begin_run(
-        RunKind::Bench,
-        serde_json::json!({
-            "benchmark": "batched",
-            "model": model,
-            "engine": config,
-            "prompt_tokens": options.prompt_tokens,
-            "gen_tokens": options.gen_tokens,
-            "sequences": options.sequences,
-            "repetitions": options.repetitions,
-        }),
-        None,
-        &engine,
-        cancel,
-    )?;
-    let generator = run.generator(engine, run.group(0), false);
+    let config = serde_json::json!({
+        "benchmark": "batched",
+        "model": model,
+        "engine": config,
+        "prompt_tokens": options.prompt_tokens,
+        "gen_tokens": options.gen_tokens,
+        "sequences": options.sequences,
+        "repetitions": options.repetitions,
+    });
+    let (run, generator) = begin_bench(ws, engine, config, false, cancel)?;
     let report = run.drive(bench::batched::run(&generator, options)).await?;
     Ok((run.id, report))
 }
@@ -452,22 +453,16 @@ pub async fn bench_scheduler(
             ..base.clone()
         };
         let engine = Arc::new(ws.fresh_engine(model, &config)?);
-        let run = ws.begin_run(
-            RunKind::Bench,
-            serde_json::json!({
-                "benchmark": "scheduler",
-                "mode": mode,
-                "model": model,
-                "engine": config,
-                "requests": requests,
-                "gen_tokens": gen_tokens,
-                "cache": cache,
-            }),
-            None,
-            &engine,
-            cancel.clone(),
-        )?;
-        let generator = run.generator(engine, run.group(0), cache);
+        let config = serde_json::json!({
+            "benchmark": "scheduler",
+            "mode": mode,
+            "model": model,
+            "engine": config,
+            "requests": requests,
+            "gen_tokens": gen_tokens,
+            "cache": cache,
+        });
+        let (run, generator) = begin_bench(ws, engine, config, cache, cancel.clone())?;
         let report = run
             .drive(bench::run_workload(&generator, &workload, concurrent, mode))
             .await?;
