@@ -31,7 +31,7 @@ pub fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<()> {
     drop(bar);
     let report = report?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         println!("{report}");
     }
@@ -100,7 +100,7 @@ pub fn audit_report(global: &GlobalArgs, id: &str, json: bool) -> Result<()> {
     let run = store.run(id)?;
     let report = audit::report(&store, run.id)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         print!("{report}");
     }

@@ -33,8 +33,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     let (run_id, report) =
         runner.run(workspace::bench(&ws, &args.model, &options, runner.token()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     let engine = ws.engine(&args.model)?;
     println!(
@@ -70,8 +69,7 @@ fn batched(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         runner.token(),
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     println!("model      {}", args.model);
     println!("threads    {}", ws.engine_config().resolved_threads());
@@ -103,8 +101,7 @@ fn eval(global: &GlobalArgs, args: BenchArgs, task: std::path::PathBuf) -> Resul
         runner.token(),
     ))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     let config = ws.engine_config();
     println!(
@@ -135,8 +132,7 @@ fn scheduler(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         runner.token(),
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-        return Ok(());
+        return super::print_json(&reports);
     }
     let config = ws.engine_config();
     println!(
@@ -166,8 +162,7 @@ fn serve(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         runner.token(),
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     print!("{report}");
     Ok(())

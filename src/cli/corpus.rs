@@ -45,7 +45,7 @@ pub fn run(global: &GlobalArgs, command: CorpusCommand) -> Result<()> {
             drop(bar);
             let added = added?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&added)?);
+                super::print_json(&added)?;
             } else {
                 print!("{added}");
             }
@@ -63,7 +63,7 @@ pub fn run(global: &GlobalArgs, command: CorpusCommand) -> Result<()> {
             drop(bar);
             let embedded = embedded?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&embedded)?);
+                super::print_json(&embedded)?;
             } else {
                 println!("{embedded}");
             }
@@ -91,7 +91,7 @@ pub fn run(global: &GlobalArgs, command: CorpusCommand) -> Result<()> {
                 runner.token(),
             ))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&found.passages)?);
+                super::print_json(&found.passages)?;
             } else {
                 for (i, p) in found.passages.iter().enumerate() {
                     println!("{:>2}. {}  {:.4}  {}", i + 1, p.id, p.score, p.text);
@@ -102,7 +102,7 @@ pub fn run(global: &GlobalArgs, command: CorpusCommand) -> Result<()> {
             let corpora = read_store(global)?.corpora()?;
             if json {
                 let rows: Vec<_> = corpora.iter().map(workspace::corpus_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                super::print_json(&rows)?;
             } else if corpora.is_empty() {
                 println!("no corpora; add one with `tuningfork corpus add NAME FILES…`");
             } else {
@@ -115,10 +115,7 @@ pub fn run(global: &GlobalArgs, command: CorpusCommand) -> Result<()> {
                 bail!("no corpus named `{name}` in the store; `tuningfork corpus list` shows them");
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&workspace::corpus_json(&corpus))?
-                );
+                super::print_json(&workspace::corpus_json(&corpus))?;
             } else {
                 print!("{}", workspace::corpus_details(&store, &corpus)?);
             }
@@ -157,7 +154,7 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         runner.token(),
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         println!("threads    {}", ws.engine_config().resolved_threads());
         print!("{report}");

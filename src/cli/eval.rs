@@ -24,8 +24,7 @@ pub fn eval(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     let evaluated = evaluated?;
     let report = &evaluated.report;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
+        return super::print_json(report);
     }
     println!(
         "{} on {} ({} examples, split {}): mean score {:.3}",
@@ -85,9 +84,9 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
     let runner = Runner::new()?;
     let prediction = runner.run(workspace::predict(&ws, &request, runner.token()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&prediction)?);
+        super::print_json(&prediction)?;
     } else {
-        println!("{}", serde_json::to_string_pretty(&prediction.outputs)?);
+        super::print_json(&prediction.outputs)?;
     }
     Ok(())
 }

@@ -53,6 +53,12 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Prints `value` as indented JSON on stdout: the `--json` output of every command.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 fn open_store(global: &GlobalArgs) -> Result<Store> {
     Ok(Store::open(&global.store)?)
 }

@@ -63,7 +63,7 @@ fn inspect(global: &GlobalArgs, model: &str, json: bool) -> Result<()> {
     };
     let summary = gguf_info::inspect(&path)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        super::print_json(&summary)?;
     } else {
         print!("{}", summary.describe(&path));
     }

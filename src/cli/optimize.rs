@@ -133,7 +133,7 @@ pub fn rerun(global: &GlobalArgs, args: RerunArgs) -> Result<()> {
         value["original"] = original.as_str().into();
         value["rerun"] = report.run.uid.as_str().into();
         value["departures"] = rerun.departures.clone().into();
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        super::print_json(&value)?;
     } else {
         println!("{report}");
         println!();
@@ -161,7 +161,7 @@ pub fn rerun(global: &GlobalArgs, args: RerunArgs) -> Result<()> {
 /// Prints the report (a table, or JSON) and fails when a loop failed.
 fn print(report: &OptimizeReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        super::print_json(&report.to_json())?;
     } else {
         println!("{report}");
     }

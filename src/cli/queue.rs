@@ -18,7 +18,7 @@ pub fn queue(global: &GlobalArgs, command: QueueCommand) -> Result<()> {
         QueueCommand::List { all, json } => {
             let status = QueueStatus::read(&read_store(global)?, all, 0)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status.to_json())?);
+                super::print_json(&status.to_json())?;
             } else {
                 print!("{status}");
             }
@@ -33,8 +33,7 @@ pub fn queue(global: &GlobalArgs, command: QueueCommand) -> Result<()> {
                     "job": queue::job_json(&job),
                     "cycles": cycles.iter().map(queue::cycle_json).collect::<Vec<_>>(),
                 });
-                println!("{}", serde_json::to_string_pretty(&value)?);
-                return Ok(());
+                return super::print_json(&value);
             }
             let status = QueueStatus {
                 jobs: vec![job.clone()],
@@ -43,7 +42,7 @@ pub fn queue(global: &GlobalArgs, command: QueueCommand) -> Result<()> {
             print!("{status}");
             println!();
             println!("configuration:");
-            println!("{}", serde_json::to_string_pretty(&job.spec)?);
+            super::print_json(&job.spec)?;
             Ok(())
         }
         QueueCommand::Cancel { id } => {
@@ -134,7 +133,7 @@ pub fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<()> {
 pub fn status(global: &GlobalArgs, args: StatusArgs) -> Result<()> {
     let status = QueueStatus::read(&read_store(global)?, args.all, args.recent)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status.to_json())?);
+        super::print_json(&status.to_json())?;
     } else {
         print!("{status}");
     }
@@ -172,7 +171,7 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<bool> {
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["passed"] = report.passed().into();
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        super::print_json(&value)?;
     } else {
         println!("{report}");
     }

@@ -132,7 +132,7 @@ fn show(global: &GlobalArgs, id: &str, full: bool, json: bool) -> Result<()> {
     let view = RunView::load(&read_store(global)?, id)?;
     if json {
         let value = serde_json::json!({ "run": view.summary, "calls": view.calls });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        super::print_json(&value)?;
     } else {
         print!("{}", view.render(full));
     }

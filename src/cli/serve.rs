@@ -69,7 +69,7 @@ pub fn traces(global: &GlobalArgs, command: TracesCommand) -> Result<()> {
         } => {
             let traces = store.traces(&filter(args, Some(limit)))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&traces)?);
+                super::print_json(&traces)?;
             } else if traces.is_empty() {
                 println!("no traces in {}", global.store.display());
             } else {
@@ -78,7 +78,7 @@ pub fn traces(global: &GlobalArgs, command: TracesCommand) -> Result<()> {
         }
         TracesCommand::Show { id } => {
             let trace = store.trace(&id)?;
-            println!("{}", serde_json::to_string_pretty(&trace)?);
+            super::print_json(&trace)?;
         }
         TracesCommand::Export { filter: args, out } => {
             let mut traces = store.traces(&filter(args, None))?;
