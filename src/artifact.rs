@@ -299,6 +299,7 @@ mod tests {
             "sentiment",
             Program {
                 steps: vec![Predictor {
+                    nearest: None,
                     name: "classify".into(),
                     kind: PredictorKind::Predict,
                     signature: Signature {

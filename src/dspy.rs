@@ -290,6 +290,7 @@ mod tests {
         }
         Program {
             steps: vec![Predictor {
+                nearest: None,
                 name: "extract".into(),
                 kind,
                 signature: Signature {
@@ -382,6 +383,7 @@ mod tests {
             steps: vec![
                 program(PredictorKind::Predict).steps[0].clone(),
                 Predictor {
+                    nearest: None,
                     name: "other".into(),
                     ..program(PredictorKind::Predict).steps[0].clone()
                 },

@@ -131,6 +131,7 @@ impl StepSpec {
         let need =
             |key: &str| format!("step `{name}`: a {kind:?} step needs `{key}`").to_lowercase();
         program.steps.push(Predictor {
+            nearest: None,
             name: self.name,
             kind,
             signature: Signature {

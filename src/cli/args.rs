@@ -446,6 +446,8 @@ pub struct RerunArgs {
 pub enum OptimizerName {
     /// k labeled demonstrations sampled from train (k = --max-labeled).
     Labeled,
+    /// Each input shown its --nearest most similar training examples (KNNFewShot).
+    Knn,
     /// Demonstrations from the teacher's passing traces, filled up with labeled ones.
     Bootstrap,
     /// Zero-shot, labeled, bootstrap and --candidates shuffled bootstraps, best on val.
@@ -538,6 +540,10 @@ pub struct SearchArgs {
     /// GEPA's budget in metric calls, examples scored (overrides --auto).
     #[arg(long)]
     pub metric_calls: Option<usize>,
+    /// Training examples shown to each input, the most similar ones: knn's k, and MIPROv2's
+    /// extra demonstration set (0: MIPROv2 without it).
+    #[arg(long, default_value_t = tuningfork::optimize::mipro::DEFAULT_NEAREST)]
+    pub nearest: usize,
     /// The longest instruction an instruction optimizer accepts, in characters.
     #[arg(long, default_value_t = tuningfork::optimize::instructions::DEFAULT_MAX_CHARS)]
     pub max_chars: usize,

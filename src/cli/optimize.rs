@@ -24,6 +24,7 @@ fn optimizer_config(name: OptimizerName, args: &SearchArgs) -> OptimizerConfig {
         OptimizerName::Labeled => OptimizerConfig::LabeledFewShot {
             k: args.max_labeled,
         },
+        OptimizerName::Knn => OptimizerConfig::KnnFewShot { k: args.nearest },
         OptimizerName::Bootstrap => OptimizerConfig::BootstrapFewShot { settings },
         OptimizerName::RandomSearch => OptimizerConfig::RandomSearch {
             settings,
@@ -41,6 +42,7 @@ fn optimizer_config(name: OptimizerName, args: &SearchArgs) -> OptimizerConfig {
             mipro.minibatch = args.minibatch;
             mipro.max_chars = args.max_chars;
             mipro.demos = settings;
+            mipro.nearest = args.nearest;
             OptimizerConfig::Mipro { settings: mipro }
         }
     }

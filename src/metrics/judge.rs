@@ -66,6 +66,7 @@ const JUDGE_SCORES: [&str; 5] = ["0", "0.25", "0.5", "0.75", "1"];
 pub fn judge_program(instructions: &str) -> Program {
     Program {
         steps: vec![Predictor {
+            nearest: None,
             name: "judge".into(),
             kind: PredictorKind::Predict,
             signature: Signature {

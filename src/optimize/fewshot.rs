@@ -1,5 +1,5 @@
-//! Few-shot optimizers: labeled demonstrations, bootstrapped demonstrations, and a random
-//! search over bootstrapped programs.
+//! Few-shot optimizers: labeled demonstrations, bootstrapped demonstrations, a random search
+//! over bootstrapped programs, and demonstrations retrieved per input (KNN).
 
 use std::collections::BTreeSet;
 
@@ -7,7 +7,7 @@ use super::session::{program_hash, Batch, Candidate, Session};
 use super::{BootstrapSettings, OptimizeError, OptimizeFuture, Optimizer};
 use crate::dataset::Example;
 use crate::engine::SamplingParams;
-use crate::program::{CallSettings, Demo, Predictor, Program, StepTrace, Values};
+use crate::program::{CallSettings, Demo, NearestDemos, Predictor, Program, StepTrace, Values};
 use crate::random::Rng;
 
 /// Training examples run by the teacher at once while bootstrapping. The traces kept are the
@@ -44,24 +44,46 @@ fn labeled_demo(step: &Predictor, example: &Example) -> Option<Demo> {
     (!outputs.is_empty()).then_some(Demo { inputs, outputs })
 }
 
-/// `program` with every step's demonstrations replaced by `demos(step)`, except fixed steps
-/// (`optimize = false`), which keep theirs.
+/// `program` with every step's demonstrations replaced by `demos(step)` (and no pool to
+/// choose more from), except fixed steps (`optimize = false`), which keep theirs.
 fn with_demos(program: &Program, demos: impl Fn(&Predictor) -> Vec<Demo>) -> Program {
     Program {
         steps: program
             .steps
             .iter()
-            .map(|step| Predictor {
-                demos: if step.optimize {
-                    demos(step)
+            .map(|step| {
+                if step.optimize {
+                    Predictor {
+                        demos: demos(step),
+                        nearest: None,
+                        ..step.clone()
+                    }
                 } else {
-                    step.demos.clone()
-                },
-                ..step.clone()
+                    step.clone()
+                }
             })
             .collect(),
         retrievals: program.retrievals.clone(),
     }
+}
+
+/// `program` with every optimized step showing, per input, the `k` most similar training
+/// examples as labeled demonstrations (and no fixed ones); `None` when no step can be given
+/// labeled demonstrations (the training data lacks its fields).
+pub(super) fn nearest_program(session: &Session, program: &Program, k: usize) -> Option<Program> {
+    let train = &session.train().0.examples;
+    let mut any = false;
+    let mut result = program.clone();
+    for step in result.steps.iter_mut().filter(|s| s.optimize) {
+        let pool: Vec<Demo> = train.iter().filter_map(|e| labeled_demo(step, e)).collect();
+        if pool.is_empty() {
+            continue;
+        }
+        any = true;
+        step.demos = Vec::new();
+        step.nearest = Some(NearestDemos { k, pool });
+    }
+    any.then_some(result)
 }
 
 /// `program` with labeled demonstrations from `examples`, in order.
@@ -96,6 +118,33 @@ impl Optimizer for LabeledFewShot {
         Box::pin(async move {
             let program = labeled_program(session, session.student(), self.k, "labeled");
             let candidate = session.propose(format!("labeled k={}", self.k), program, Some(0))?;
+            session.score(&candidate, Batch::Val).await?;
+            Ok(candidate)
+        })
+    }
+}
+
+/// **KNNFewShot**: each input is shown its `k` most similar training examples as labeled
+/// demonstrations ([`NearestDemos`]: words ranked by BM25, where DSPy uses an embedding
+/// model).
+pub struct KnnFewShot {
+    pub k: usize,
+}
+
+impl Optimizer for KnnFewShot {
+    fn name(&self) -> &'static str {
+        "knn_few_shot"
+    }
+
+    fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
+        Box::pin(async move {
+            let program = nearest_program(session, session.student(), self.k).ok_or_else(|| {
+                OptimizeError::Invalid(
+                    "KNN few-shot needs a step whose inputs and outputs are fields of the training data"
+                        .into(),
+                )
+            })?;
+            let candidate = session.propose(format!("nearest k={}", self.k), program, Some(0))?;
             session.score(&candidate, Batch::Val).await?;
             Ok(candidate)
         })

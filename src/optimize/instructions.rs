@@ -413,6 +413,7 @@ mod tests {
 
     fn step(name: &str, instructions: &str) -> Predictor {
         Predictor {
+            nearest: None,
             name: name.into(),
             kind: PredictorKind::Predict,
             signature: Signature {

@@ -2,7 +2,10 @@
 //! by a Bayesian search.
 //!
 //! 1. Demonstration sets: the programs random search makes (zero-shot, labeled-only, the
-//!    unshuffled bootstrap, shuffled bootstraps), `candidates` of them.
+//!    unshuffled bootstrap, shuffled bootstraps), `candidates` of them; beyond DSPy, one
+//!    more that shows each input its `nearest` most similar training examples
+//!    ([`crate::program::NearestDemos`]), which small task models follow where they ignore
+//!    an instruction.
 //! 2. Instruction candidates per step: the step's own instruction, then one grounded proposal
 //!    per non-empty demonstration set. The proposer sees a one-line summary of the training
 //!    data (which it wrote first), a description of the program and the step, that set's
@@ -22,18 +25,21 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::fewshot::demo_sets;
+use super::fewshot::{demo_sets, nearest_program};
 use super::instructions::{self, ask_for_instruction, ProposalRules, Reflection};
 use super::session::{Batch, Candidate, Session};
 use super::tpe::{Observation, Tpe};
 use super::{BootstrapSettings, OptimizeError, OptimizeFuture, Optimizer};
-use crate::program::{Program, Values};
+use crate::program::{Demo, Predictor, Program, Values};
 
 /// Training examples the proposer summarises.
 const SUMMARY_EXAMPLES: usize = 8;
 
 /// Demonstrations shown to the proposer per grounded proposal.
 const SHOWN_DEMOS: usize = 4;
+
+/// Training examples the nearest-examples demonstration set shows each input.
+pub const DEFAULT_NEAREST: usize = 3;
 
 /// MIPROv2's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +57,10 @@ pub struct MiproSettings {
     pub max_chars: usize,
     /// How demonstration sets are made.
     pub demos: BootstrapSettings,
+    /// The extra demonstration set showing each input this many of its most similar training
+    /// examples (0: none; runs stored before it existed have none).
+    #[serde(default)]
+    pub nearest: usize,
 }
 
 impl MiproSettings {
@@ -65,6 +75,7 @@ impl MiproSettings {
             full_eval_every: 5,
             max_chars: instructions::DEFAULT_MAX_CHARS,
             demos: BootstrapSettings::default(),
+            nearest: DEFAULT_NEAREST,
         })
     }
 
@@ -125,6 +136,11 @@ impl Optimizer for Mipro {
             let shuffled = settings.candidates.saturating_sub(3);
             let mut sets = demo_sets(session, &settings.demos, shuffled).await?;
             sets.truncate(settings.candidates.max(1));
+            if settings.nearest > 0 {
+                if let Some(program) = nearest_program(session, &student, settings.nearest) {
+                    sets.push((format!("nearest k={}", settings.nearest), program));
+                }
+            }
 
             let proposed = propose_instructions(session, settings, &student, &sets).await?;
 
@@ -221,17 +237,16 @@ async fn propose_instructions(
             proposed.push(candidates);
             continue;
         }
-        let grounded: Vec<&Program> = sets
+        let grounded: Vec<Vec<Demo>> = sets
             .iter()
-            .map(|(_, p)| p)
-            .filter(|p| !p.steps[step].demos.is_empty())
+            .map(|(_, p)| grounding(&p.steps[step]))
+            .filter(|demos| !demos.is_empty())
             .collect();
         session.stage(
             &format!("proposing instructions for {}", predictor.name),
             grounded.len(),
         );
-        for (k, program) in grounded.iter().enumerate() {
-            let demos = &program.steps[step].demos;
+        for (k, demos) in grounded.iter().enumerate() {
             let examples: Vec<Values> = demos
                 .iter()
                 .take(SHOWN_DEMOS)
@@ -289,6 +304,19 @@ async fn propose_instructions(
     Ok(proposed)
 }
 
+/// The demonstrations that ground a proposal for a step: its fixed ones, or else the first of
+/// its pool (which the training order has already shuffled).
+fn grounding(predictor: &Predictor) -> Vec<Demo> {
+    if !predictor.demos.is_empty() {
+        return predictor.demos.clone();
+    }
+    predictor
+        .nearest
+        .as_ref()
+        .map(|n| n.pool.iter().take(SHOWN_DEMOS).cloned().collect())
+        .unwrap_or_default()
+}
+
 /// The student with each step's chosen instruction and demonstrations.
 fn compose(
     student: &Program,
@@ -307,6 +335,7 @@ fn compose(
         }
         if let Some((_, demos)) = sets.get(set) {
             predictor.demos = demos.steps[step].demos.clone();
+            predictor.nearest = demos.steps[step].nearest.clone();
         }
     }
     program

@@ -31,7 +31,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use budget::{Budget, Stop, Tracker};
-pub use fewshot::{BootstrapFewShot, LabeledFewShot, RandomSearch};
+pub use fewshot::{BootstrapFewShot, KnnFewShot, LabeledFewShot, RandomSearch};
 pub use gepa::{Gepa, GepaSettings};
 pub use mipro::{Mipro, MiproSettings};
 pub use run::{run_loop, LoopOutcome, LoopSpec, SplitScores};
@@ -113,6 +113,9 @@ pub enum OptimizerConfig {
     LabeledFewShot {
         k: usize,
     },
+    KnnFewShot {
+        k: usize,
+    },
     BootstrapFewShot {
         #[serde(flatten)]
         settings: BootstrapSettings,
@@ -142,6 +145,7 @@ impl OptimizerConfig {
     pub fn build(&self) -> Box<dyn Optimizer> {
         match self {
             OptimizerConfig::LabeledFewShot { k } => Box::new(LabeledFewShot { k: *k }),
+            OptimizerConfig::KnnFewShot { k } => Box::new(KnnFewShot { k: *k }),
             OptimizerConfig::BootstrapFewShot { settings } => Box::new(BootstrapFewShot {
                 settings: settings.clone(),
             }),
@@ -175,6 +179,13 @@ impl OptimizerConfig {
             OptimizerConfig::LabeledFewShot { k } => {
                 return if *k == 0 {
                     Err("labeled few-shot needs k of at least 1".into())
+                } else {
+                    Ok(())
+                }
+            }
+            OptimizerConfig::KnnFewShot { k } => {
+                return if *k == 0 {
+                    Err("KNN few-shot needs k of at least 1 (--nearest)".into())
                 } else {
                     Ok(())
                 }

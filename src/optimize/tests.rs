@@ -563,6 +563,7 @@ fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
             minibatch: 4,
             full_eval_every: 3,
             max_chars: 200,
+            nearest: 0,
             demos: BootstrapSettings {
                 max_labeled: 2,
                 max_bootstrapped: 1,
@@ -705,6 +706,7 @@ fn every_optimizer_leaves_a_fixed_step_as_written() {
                 full_eval_every: 3,
                 max_chars: 200,
                 demos: bootstrap_settings(),
+                nearest: 0,
             },
         },
         OptimizerConfig::Gepa {

@@ -15,6 +15,7 @@
 
 pub mod adapter;
 pub mod grammar;
+pub mod nearest;
 pub mod signature;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use crate::engine::{GenerationRequest, Prompt, SamplingParams};
 use crate::lm::{Lm, LmError};
 
 pub use adapter::{Demo, ParseError, Values, ADAPTER_VERSION};
+pub use nearest::NearestDemos;
 pub use signature::{FieldType, InputField, OutputField, Signature, SignatureError};
 
 /// How a predictor answers.
@@ -45,6 +47,9 @@ pub struct Predictor {
     /// Demonstrations shown before the input (what few-shot optimizers choose).
     #[serde(default)]
     pub demos: Vec<Demo>,
+    /// Demonstrations chosen per input from a pool, shown after `demos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest: Option<NearestDemos>,
     /// `false`: optimizers leave this step's instructions and demonstrations as they are.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub optimize: bool,
@@ -86,7 +91,21 @@ impl Predictor {
 
     /// The messages this predictor sends for `inputs`.
     pub fn render(&self, inputs: &Values) -> Vec<crate::engine::Message> {
-        adapter::render(&self.signature, self.reasoning(), &self.demos, inputs)
+        adapter::render(
+            &self.signature,
+            self.reasoning(),
+            &self.demos_for(inputs),
+            inputs,
+        )
+    }
+
+    /// The demonstrations shown for `inputs`: the fixed ones, then those chosen from the pool.
+    pub fn demos_for(&self, inputs: &Values) -> Vec<Demo> {
+        let mut demos = self.demos.clone();
+        if let Some(nearest) = &self.nearest {
+            demos.extend(nearest.select(&self.signature, inputs));
+        }
+        demos
     }
 
     /// The fields of a reply: the outputs, after the reasoning for chain of thought.
@@ -494,6 +513,7 @@ mod tests {
 
     fn step(name: &str, inputs: &[&str], outputs: &[&str]) -> Predictor {
         Predictor {
+            nearest: None,
             name: name.into(),
             kind: PredictorKind::Predict,
             signature: Signature {

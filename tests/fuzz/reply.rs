@@ -141,6 +141,7 @@ fn predictors() -> Vec<Predictor> {
     for step in steps {
         for kind in [PredictorKind::Predict, PredictorKind::ChainOfThought] {
             all.push(Predictor {
+                nearest: None,
                 kind,
                 ..step.clone()
             });
@@ -157,6 +158,7 @@ fn every_type() -> Predictor {
         max_chars: None,
     };
     Predictor {
+        nearest: None,
         name: "every_type".to_string(),
         kind: PredictorKind::Predict,
         signature: Signature {
