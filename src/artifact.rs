@@ -245,6 +245,14 @@ impl Artifact {
                     {
                         lines.push(format!("step `{}` fields changed", b.name));
                     }
+                    if a.nearest != b.nearest {
+                        lines.push(format!(
+                            "step `{}` demonstrations per input: {} → {}",
+                            b.name,
+                            per_input(a.nearest.as_ref()),
+                            per_input(b.nearest.as_ref())
+                        ));
+                    }
                     for demo in &a.demos {
                         if !b.demos.contains(demo) {
                             lines.push(format!(
@@ -277,6 +285,14 @@ impl Artifact {
             }
         }
         lines
+    }
+}
+
+/// A step's per-input demonstrations, for a diff line.
+fn per_input(nearest: Option<&crate::program::NearestDemos>) -> String {
+    match nearest {
+        None => "none".to_string(),
+        Some(n) => format!("the {} most similar of {} examples", n.k, n.pool.len()),
     }
 }
 
@@ -351,6 +367,21 @@ mod tests {
         let diff = a.diff(&c);
         assert!(diff.iter().any(|l| l.contains("demo added")), "{diff:?}");
         assert!(diff.iter().any(|l| l.contains("test score")), "{diff:?}");
+        // So is a pool of demonstrations chosen per input.
+        let mut d = a.clone();
+        d.program.steps[0].nearest = Some(crate::program::NearestDemos {
+            k: 3,
+            pool: c.program.steps[0].demos.clone(),
+        });
+        assert_ne!(d.content_hash(), a.content_hash());
+        assert!(
+            a.diff(&d)
+                .iter()
+                .any(|l| l
+                    .contains("demonstrations per input: none → the 3 most similar of 1 examples")),
+            "{:?}",
+            a.diff(&d)
+        );
     }
 
     #[test]

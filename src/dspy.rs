@@ -28,6 +28,8 @@ pub enum DspyError {
         task: String,
         message: String,
     },
+    #[error("step `{step}` shows each input the {k} most similar of {pool} training examples; DSPy's saved-program JSON holds only fixed demonstrations, so it cannot carry this program (export it with --format tuningfork)")]
+    PerInputDemos { step: String, k: usize, pool: usize },
     #[error("{source_name} has no predictor for step `{step}` (looked for `{step}` and `{step}.predict`; the file has {found})")]
     MissingPredictor {
         source_name: String,
@@ -59,10 +61,18 @@ fn prefix(name: &str) -> String {
     format!("{}:", words.join(" "))
 }
 
-/// The program as DSPy's saved-program JSON.
-pub fn export(program: &Program) -> Value {
+/// The program as DSPy's saved-program JSON; refused for a step that chooses demonstrations
+/// per input, which that format cannot express.
+pub fn export(program: &Program) -> Result<Value, DspyError> {
     let mut root = Map::new();
     for step in &program.steps {
+        if let Some(nearest) = &step.nearest {
+            return Err(DspyError::PerInputDemos {
+                step: step.name.clone(),
+                k: nearest.k,
+                pool: nearest.pool.len(),
+            });
+        }
         let fields = reply_fields(&step.signature, step.reasoning());
         let mut signature_fields: Vec<Value> = step
             .signature
@@ -126,7 +136,7 @@ pub fn export(program: &Program) -> Value {
         "metadata".into(),
         json!({ "dependency_versions": { "python": "3.11", "dspy": DSPY_VERSION, "cloudpickle": "3.1" } }),
     );
-    Value::Object(root)
+    Ok(Value::Object(root))
 }
 
 /// Reads a DSPy saved program onto `program` (the task's): each step takes the instructions
@@ -323,10 +333,20 @@ mod tests {
     }
 
     #[test]
+    fn a_program_with_per_input_demonstrations_is_not_exported() {
+        let mut program = program(PredictorKind::Predict);
+        let pool = program.steps[0].demos.clone();
+        program.steps[0].nearest = Some(crate::program::NearestDemos { k: 2, pool });
+        let message = export(&program).unwrap_err().to_string();
+        assert!(message.contains("step `extract`"), "{message}");
+        assert!(message.contains("--format tuningfork"), "{message}");
+    }
+
+    #[test]
     fn export_then_import_gives_the_same_program() {
         for kind in [PredictorKind::Predict, PredictorKind::ChainOfThought] {
             let original = program(kind);
-            let saved = export(&original);
+            let saved = export(&original).unwrap();
             let key = if kind == PredictorKind::Predict {
                 "extract"
             } else {

@@ -399,6 +399,54 @@ fn a_program_saved_by_dspy_imports_onto_its_task() {
     );
 }
 
+#[test]
+fn knn_makes_the_small_model_answer_neutral_and_dspy_export_refuses_it() {
+    let _serial = serial();
+    let sandbox = Sandbox::new();
+    let (task, _) = small_task(sandbox.dir.path(), 60, 12, 24);
+    let task = task.to_str().unwrap();
+    let run = report(&sandbox.run(&["optimize", task, "--optimizer", "knn", "--json"]));
+    let outcome = &run["loops"][0];
+    assert_eq!(outcome["status"], "completed", "{run}");
+    assert_eq!(outcome["retrieved"], 3, "{outcome}");
+    let (before, after) = (
+        outcome["baseline"]["test"].as_f64().unwrap(),
+        outcome["optimized"]["test"].as_f64().unwrap(),
+    );
+    assert!(after > before + 0.2, "test {before} -> {after}");
+    // Zero-shot, SmolLM2-135M never answers `neutral`; shown the reviews most like the
+    // input, it does, and rightly, on held-out test examples.
+    let conn = db(&sandbox);
+    let right_neutral = count(
+        &conn,
+        "SELECT COUNT(*) FROM candidate_results WHERE split = 'test' AND score = 1.0
+           AND json_extract(outputs_json, '$.sentiment') = 'neutral'",
+    );
+    assert!(
+        right_neutral >= 2,
+        "{right_neutral} neutral test answers right"
+    );
+    // The program keeps its pool: the whole training split, and nothing else.
+    let stored = artifact(&sandbox, outcome["artifact_hash"].as_str().unwrap());
+    let nearest = &stored["program"]["steps"][0]["nearest"];
+    assert_eq!(nearest["k"], 3);
+    assert_eq!(nearest["pool"].as_array().unwrap().len(), 60);
+    // DSPy's format holds fixed demonstrations only: the export is refused, with the fix.
+    let export = sandbox.run(&[
+        "artifacts",
+        "export",
+        outcome["artifact_hash"].as_str().unwrap(),
+        "--format",
+        "dspy",
+    ]);
+    assert!(!export.status.success());
+    assert!(
+        stderr(&export).contains("--format tuningfork"),
+        "{}",
+        stderr(&export)
+    );
+}
+
 /// MIPROv2 and GEPA as two loops of one run, small enough for a test.
 const INSTRUCTION_OPTIONS: [&str; 18] = [
     "--optimizer",

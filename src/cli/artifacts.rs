@@ -86,7 +86,7 @@ pub fn run(global: &GlobalArgs, command: ArtifactsCommand) -> Result<()> {
             let json = match format {
                 ArtifactFormat::Tuningfork => stored.artifact.to_json(),
                 ArtifactFormat::Dspy => {
-                    serde_json::to_string_pretty(&dspy::export(&stored.artifact.program))?
+                    serde_json::to_string_pretty(&dspy::export(&stored.artifact.program)?)?
                 }
             };
             match out {

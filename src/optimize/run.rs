@@ -103,9 +103,27 @@ pub struct LoopOutcome {
     pub chosen: String,
     pub candidates: usize,
     pub demos: usize,
+    /// Demonstrations chosen per input from the steps' pools (the sum of their `k`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retrieved: usize,
     /// What the optimizer decided that is not a candidate (rejected proposals, with why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl LoopOutcome {
+    /// The chosen program's demonstrations, in words: "8 demonstrations", or "0
+    /// demonstrations, 3 retrieved per input".
+    pub fn demonstrations(&self) -> String {
+        match self.retrieved {
+            0 => format!("{} demonstrations", self.demos),
+            k => format!("{} demonstrations, {k} retrieved per input", self.demos),
+        }
+    }
 }
 
 /// The shared parts of a loop: where to record, what to run on, what to count against.
@@ -278,6 +296,13 @@ async fn run_inner(spec: &LoopSpec, context: LoopContext) -> Result<LoopOutcome,
         chosen: chosen.label.clone(),
         candidates: history.len(),
         demos: chosen.program.steps.iter().map(|s| s.demos.len()).sum(),
+        retrieved: chosen
+            .program
+            .steps
+            .iter()
+            .filter_map(|s| s.nearest.as_ref())
+            .map(|n| n.k)
+            .sum(),
         notes: session.notes(),
     })
 }

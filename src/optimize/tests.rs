@@ -750,3 +750,123 @@ fn every_optimizer_leaves_a_fixed_step_as_written() {
         );
     }
 }
+
+/// A task model that copies the answer of the demonstration shown last (next to the input),
+/// and answers `positive` without one: it follows examples, never instructions. (Asked to
+/// restate, it restates.)
+fn copier() -> FakeLm {
+    FakeLm::new(4).with_script(|call| {
+        if call
+            .request
+            .grammar
+            .as_deref()
+            .is_some_and(|g| g.contains("restated"))
+        {
+            return Some("restated: the same review".to_string());
+        }
+        let Prompt::Chat(messages) = &call.request.prompt else {
+            return None;
+        };
+        let shown = messages.len().checked_sub(2).map(|i| &messages[i]);
+        Some(match shown {
+            Some(m) if m.content.starts_with("sentiment: ") => m.content.clone(),
+            _ => "sentiment: positive".to_string(),
+        })
+    })
+}
+
+/// The messages of the last call about `review`.
+fn messages_for(lm: &FakeLm, review: &str) -> Vec<String> {
+    let call = lm.calls().into_iter().rev().find(|c| review_of(c) == review);
+    let Some(Prompt::Chat(messages)) = call.map(|c| c.request.prompt) else {
+        panic!("no call about {review}");
+    };
+    messages.into_iter().map(|m| m.content).collect()
+}
+
+#[test]
+fn knn_shows_each_input_its_most_similar_training_examples() {
+    let spec = spec(OptimizerConfig::KnnFewShot { k: 2 });
+    let lm = Arc::new(copier());
+    let l = Loop::new(&spec);
+    let outcome = l
+        .run(&spec, &lm, Budget::default(), Arc::new(Silent))
+        .unwrap();
+    // "val review 4" reads most like "train review 4", which has the same label.
+    assert_eq!(outcome.optimized.val, Some(1.0), "{outcome:?}");
+    assert_eq!(outcome.optimized.test, 1.0);
+    assert_eq!((outcome.demos, outcome.retrieved), (0, 2));
+    assert_eq!(
+        outcome.demonstrations(),
+        "0 demonstrations, 2 retrieved per input"
+    );
+    let messages = messages_for(&lm, "val review 4");
+    assert_eq!(messages.len(), 6, "system, two demonstrations, input");
+    assert_eq!(messages[3], "review: train review 4", "the nearest is last");
+    // The pool is the training split: nothing from validation or test.
+    let program = l.chosen_program(&outcome);
+    let pool = &program.steps[0].nearest.as_ref().unwrap().pool;
+    assert_eq!(pool.len(), 12);
+    assert!(pool
+        .iter()
+        .all(|d| d.inputs["review"].as_str().unwrap().starts_with("train ")));
+    // A step whose inputs are not in the data has nothing to retrieve from.
+    let task = Task::parse(TWO_STEPS, Path::new("fake.toml"), ".".into()).unwrap();
+    let mut two = spec.clone();
+    two.task_source = TWO_STEPS.into();
+    two.program = task.program;
+    let err = Loop::new(&two)
+        .run(&two, &lm, Budget::default(), Arc::new(Silent))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("KNN few-shot needs a step"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mipro_offers_the_nearest_examples_as_a_demonstration_set() {
+    let mut settings = MiproSettings::preset("light").unwrap();
+    settings.nearest = 1;
+    settings.minibatch = 4;
+    settings.demos = bootstrap_settings();
+    let mut spec = spec(OptimizerConfig::Mipro { settings });
+    spec.proposer = Some(ArtifactModel {
+        name: "fake-proposer".into(),
+        sha256: "1".repeat(64),
+    });
+    let proposer = Arc::new(FakeLm::new(3).with_script(|call| {
+        Some(
+            if call.request.grammar.as_deref() == Some(instructions::SUMMARY_GRAMMAR) {
+                "summary: Short reviews.".to_string()
+            } else {
+                format!(
+                    "instruction: {NEW_INSTRUCTION} {}",
+                    call.request.sampling.seed
+                )
+            },
+        )
+    }));
+    let lm = Arc::new(copier());
+    let l = Loop::new(&spec);
+    let outcome = l
+        .run_with(
+            &spec,
+            &lm,
+            Some(&proposer),
+            Budget::default(),
+            Arc::new(Silent),
+        )
+        .unwrap();
+    assert!(outcome.chosen.ends_with("nearest k=1"), "{outcome:?}");
+    assert_eq!(outcome.optimized.val, Some(1.0));
+    assert_eq!(outcome.retrieved, 1);
+    // The set grounded a proposal too: the proposer saw examples from its pool.
+    let grounded = proposer
+        .calls()
+        .iter()
+        .filter(|c| c.prompt.contains("Examples of this step done right:"))
+        .count();
+    let sets_with_demos = 6 - 1 + 1; // light's six, zero-shot excluded, plus the nearest set
+    assert_eq!(grounded, sets_with_demos);
+}

@@ -1,8 +1,11 @@
 //! A seeded tree-structured Parzen estimator over categorical choices, the Bayesian search
 //! MIPROv2 uses to pick an (instruction, demonstration set) per step.
 //!
-//! Each trial chooses one category per dimension. The first `startup` trials choose uniformly
-//! at random. After that, the trials seen so far are split into the better ones (the top
+//! Each trial chooses one category per dimension. The startup trials cover the space: in
+//! each dimension, one of the categories tried fewest times so far, drawn at random among
+//! them, until every category of every dimension has been tried and at least `startup` trials
+//! were made. A category never tried has no evidence for or against it, and with the few
+//! trials of a light search a uniform draw can leave out the one that matters. After that, the trials seen so far are split into the better ones (the top
 //! `ceil(10%)`, at most 25, at least 1, as Optuna does) and the rest; for each dimension, the
 //! smoothed frequencies of each category among the better trials, `l(x)`, and among the
 //! rest, `g(x)`, are compared: `draws` categories are sampled from `l`, and the one with the
@@ -17,7 +20,7 @@ use crate::random::Rng;
 /// The search's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tpe {
-    /// Trials chosen uniformly at random before the estimator takes over.
+    /// Trials that cover the space before the estimator takes over, at least.
     pub startup: usize,
     /// Categories drawn from `l` per choice.
     pub draws: usize,
@@ -39,8 +42,16 @@ impl Tpe {
     /// The next choice, one category per dimension (`sizes[d]` categories in dimension `d`),
     /// given the trials so far.
     pub fn suggest(&self, sizes: &[usize], seen: &[Observation], rng: &mut Rng) -> Vec<usize> {
-        if seen.len() < self.startup {
-            return sizes.iter().map(|&k| uniform(rng, k)).collect();
+        let untried = sizes
+            .iter()
+            .enumerate()
+            .any(|(d, &k)| (0..k).any(|x| !seen.iter().any(|(c, _)| c[d] == x)));
+        if seen.len() < self.startup || untried {
+            return sizes
+                .iter()
+                .enumerate()
+                .map(|(d, &k)| least_tried(rng, k, seen.iter().map(|(c, _)| c[d])))
+                .collect();
         }
         let better = better_count(seen.len());
         // Stable order: score descending, earlier trials first among equals.
@@ -84,11 +95,20 @@ fn density(k: usize, chosen: impl Iterator<Item = usize>) -> Vec<f64> {
     counts.iter().map(|c| c / total).collect()
 }
 
-fn uniform(rng: &mut Rng, k: usize) -> usize {
-    if k == 0 {
+/// One of the `k` categories chosen fewest times in `chosen`, drawn uniformly among them.
+fn least_tried(rng: &mut Rng, k: usize, chosen: impl Iterator<Item = usize>) -> usize {
+    let mut counts = vec![0usize; k];
+    for x in chosen {
+        if let Some(c) = counts.get_mut(x) {
+            *c += 1;
+        }
+    }
+    let fewest = counts.iter().copied().min().unwrap_or(0);
+    let candidates: Vec<usize> = (0..k).filter(|&x| counts[x] == fewest).collect();
+    if candidates.is_empty() {
         0
     } else {
-        (rng.next_u64() % k as u64) as usize
+        candidates[(rng.next_u64() % candidates.len() as u64) as usize]
     }
 }
 
@@ -121,6 +141,24 @@ mod tests {
             .map(|s| tpe.suggest(&[3, 5], &[], &mut Rng::new(s)))
             .collect();
         assert!(many.len() > 8, "seeds spread over the space: {many:?}");
+    }
+
+    #[test]
+    fn startup_tries_every_category_before_repeating_one() {
+        let tpe = Tpe::default();
+        let sizes = [7, 3];
+        let mut seen: Vec<Observation> = Vec::new();
+        for _ in 0..7 {
+            let choice = tpe.suggest(&sizes, &seen, &mut Rng::new(seen.len() as u64));
+            seen.push((choice, 0.5));
+        }
+        let firsts: std::collections::BTreeSet<usize> = seen.iter().map(|(c, _)| c[0]).collect();
+        assert_eq!(firsts.len(), 7, "each of the seven once: {seen:?}");
+        let mut seconds = [0usize; 3];
+        for (c, _) in &seen {
+            seconds[c[1]] += 1;
+        }
+        assert!(seconds.iter().all(|&n| n == 2 || n == 3), "{seconds:?}");
     }
 
     #[test]

@@ -291,7 +291,7 @@ fn loop_section(store: &Store, row: &OptimizationRow) -> Result<String, ReportEr
              <tr><td>baseline {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\
              <tr><td>result {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\
              <tr><td>change</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>\
-             <p class=\"meta\">chose <b>{}</b> of {} candidates, {} demonstrations</p>",
+             <p class=\"meta\">chose <b>{}</b> of {} candidates, {}</p>",
             escape(short(&o.baseline_hash)),
             score(o.baseline.val),
             score(Some(o.baseline.test)),
@@ -302,7 +302,7 @@ fn loop_section(store: &Store, row: &OptimizationRow) -> Result<String, ReportEr
             delta(Some(o.baseline.test), Some(o.optimized.test)),
             escape(&o.chosen),
             o.candidates,
-            o.demos
+            o.demonstrations()
         );
         for note in &o.notes {
             let _ = write!(html, "<p class=\"meta\">{}</p>", escape(note));

@@ -681,8 +681,10 @@ impl std::fmt::Display for OptimizeReport {
             )?;
             writeln!(
                 f,
-                "  chose `{}` of {} candidates ({} demonstrations)",
-                o.chosen, o.candidates, o.demos
+                "  chose `{}` of {} candidates ({})",
+                o.chosen,
+                o.candidates,
+                o.demonstrations()
             )?;
             writeln!(
                 f,

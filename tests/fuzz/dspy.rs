@@ -68,7 +68,7 @@ fn with_demos(mut task: Task, kind: PredictorKind) -> Task {
 /// DSPy files and the tasks they belong to: the bundled file, and exports of the bundled
 /// tasks' programs.
 fn bases() -> Vec<(String, Task)> {
-    let export = |task: &Task| dspy::export(&task.program).to_string();
+    let export = |task: &Task| dspy::export(&task.program).unwrap().to_string();
     let sentiment = example_task("sentiment");
     let mut bases = vec![(example("sentiment/dspy-program.json"), sentiment.clone())];
     for (name, kind) in [
