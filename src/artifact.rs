@@ -246,11 +246,16 @@ impl Artifact {
                         lines.push(format!("step `{}` fields changed", b.name));
                     }
                     if a.nearest != b.nearest {
+                        let (before, after) =
+                            (per_input(a.nearest.as_ref()), per_input(b.nearest.as_ref()));
+                        let changed = if before == after {
+                            " (pool changed)"
+                        } else {
+                            ""
+                        };
                         lines.push(format!(
-                            "step `{}` demonstrations per input: {} → {}",
-                            b.name,
-                            per_input(a.nearest.as_ref()),
-                            per_input(b.nearest.as_ref())
+                            "step `{}` demonstrations per input: {before} → {after}{changed}",
+                            b.name
                         ));
                     }
                     for demo in &a.demos {

@@ -5,7 +5,8 @@
 //! demonstrations as flat objects of field values and its signature's instructions and field
 //! prefixes. What maps: instructions and demonstrations, per predictor. What does not: field
 //! types (DSPy keeps them in Python code, tuningfork in the task file), so importing needs
-//! the task whose program the file belongs to.
+//! the task whose program the file belongs to; and demonstrations chosen per input from a
+//! pool, which the format cannot hold, so such a program is not exported.
 
 use serde_json::{json, Map, Value};
 

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
@@ -342,6 +343,16 @@ fn bad_options_and_unknown_runs_are_clear_errors() {
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("max rounds"), "{}", stderr(&out));
+    // The answer step reads passages a search finds, which the data does not hold: there is
+    // nothing for knn to show, and it says so before anything runs.
+    let rag = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/rag/task.toml");
+    let out = sandbox.run(&["optimize", rag.to_str().unwrap(), "--optimizer", "knn"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rag/task.toml: the knn optimizer shows labeled training examples"),
+        "{}",
+        stderr(&out)
+    );
     let out = sandbox.run(&["resume", "42"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no run 42"), "{}", stderr(&out));

@@ -128,6 +128,7 @@ impl Optimizer for LabeledFewShot {
 /// demonstrations ([`NearestDemos`]: words ranked by BM25, where DSPy uses an embedding
 /// model).
 pub struct KnnFewShot {
+    /// Training examples shown per input.
     pub k: usize,
 }
 

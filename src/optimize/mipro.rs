@@ -61,6 +61,10 @@ pub struct MiproSettings {
     /// examples (0: none; runs stored before it existed have none).
     #[serde(default)]
     pub nearest: usize,
+    /// Whether the search's first trials try every instruction and demonstration set before
+    /// the estimator takes over (runs stored before this existed drew them uniformly).
+    #[serde(default)]
+    pub cover: bool,
 }
 
 impl MiproSettings {
@@ -76,6 +80,7 @@ impl MiproSettings {
             max_chars: instructions::DEFAULT_MAX_CHARS,
             demos: BootstrapSettings::default(),
             nearest: DEFAULT_NEAREST,
+            cover: true,
         })
     }
 
@@ -155,7 +160,10 @@ impl Optimizer for Mipro {
             let trials = settings.trials_for(steps);
             let val_len = session.val().0.len();
             let minibatch = settings.minibatch.min(val_len);
-            let tpe = Tpe::default();
+            let tpe = Tpe {
+                cover: settings.cover,
+                ..Tpe::default()
+            };
             let mut rng = session.rng("mipro:search");
             let mut observations: Vec<Observation> = Vec::new();
             let mut tried: BTreeMap<Choice, (Candidate, Vec<f64>)> = BTreeMap::new();
@@ -239,7 +247,7 @@ async fn propose_instructions(
         }
         let grounded: Vec<Vec<Demo>> = sets
             .iter()
-            .map(|(_, p)| grounding(&p.steps[step]))
+            .map(|(_, p)| grounding(session, &p.steps[step]))
             .filter(|demos| !demos.is_empty())
             .collect();
         session.stage(
@@ -304,17 +312,20 @@ async fn propose_instructions(
     Ok(proposed)
 }
 
-/// The demonstrations that ground a proposal for a step: its fixed ones, or else the first of
-/// its pool (which the training order has already shuffled).
-fn grounding(predictor: &Predictor) -> Vec<Demo> {
+/// The demonstrations that ground a proposal for a step: its fixed ones, or else a seeded
+/// sample of its pool.
+fn grounding(session: &Session, predictor: &Predictor) -> Vec<Demo> {
     if !predictor.demos.is_empty() {
         return predictor.demos.clone();
     }
-    predictor
-        .nearest
-        .as_ref()
-        .map(|n| n.pool.iter().take(SHOWN_DEMOS).cloned().collect())
-        .unwrap_or_default()
+    let Some(nearest) = &predictor.nearest else {
+        return Vec::new();
+    };
+    let mut rng = session.rng(&format!("mipro:pool:{}", predictor.name));
+    rng.choose(nearest.pool.len(), SHOWN_DEMOS)
+        .into_iter()
+        .map(|i| nearest.pool[i].clone())
+        .collect()
 }
 
 /// The student with each step's chosen instruction and demonstrations.
@@ -397,5 +408,15 @@ mod tests {
         };
         assert_eq!(fixed.trials_for(4), 3);
         assert!(MiproSettings::preset("huge").is_none());
+    }
+
+    #[test]
+    fn settings_stored_before_the_nearest_set_and_the_covering_startup_keep_their_rules() {
+        // Pinned: a MIPROv2 loop as runs stored it before either existed.
+        let stored = r#"{"candidates":6,"trials":null,"minibatch":35,"full_eval_every":5,"max_chars":400,"demos":{"max_bootstrapped":4,"max_labeled":8,"max_rounds":1,"threshold":1.0}}"#;
+        let settings: MiproSettings = serde_json::from_str(stored).unwrap();
+        assert_eq!((settings.nearest, settings.cover), (0, false));
+        let new = MiproSettings::preset("light").unwrap();
+        assert_eq!((new.nearest, new.cover), (DEFAULT_NEAREST, true));
     }
 }

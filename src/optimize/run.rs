@@ -103,7 +103,8 @@ pub struct LoopOutcome {
     pub chosen: String,
     pub candidates: usize,
     pub demos: usize,
-    /// Demonstrations chosen per input from the steps' pools (the sum of their `k`).
+    /// Demonstrations chosen per input from the steps' pools, at most (the sum of their `k`;
+    /// fewer when fewer pool entries share a word with the input).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retrieved: usize,
     /// What the optimizer decided that is not a candidate (rejected proposals, with why).

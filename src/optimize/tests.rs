@@ -564,6 +564,7 @@ fn mipro_searches_grounded_instructions_with_demonstration_sets_and_resumes() {
             full_eval_every: 3,
             max_chars: 200,
             nearest: 0,
+            cover: true,
             demos: BootstrapSettings {
                 max_labeled: 2,
                 max_bootstrapped: 1,
@@ -707,6 +708,7 @@ fn every_optimizer_leaves_a_fixed_step_as_written() {
                 max_chars: 200,
                 demos: bootstrap_settings(),
                 nearest: 0,
+                cover: true,
             },
         },
         OptimizerConfig::Gepa {
@@ -777,7 +779,11 @@ fn copier() -> FakeLm {
 
 /// The messages of the last call about `review`.
 fn messages_for(lm: &FakeLm, review: &str) -> Vec<String> {
-    let call = lm.calls().into_iter().rev().find(|c| review_of(c) == review);
+    let call = lm
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| review_of(c) == review);
     let Some(Prompt::Chat(messages)) = call.map(|c| c.request.prompt) else {
         panic!("no call about {review}");
     };

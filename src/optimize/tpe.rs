@@ -3,9 +3,11 @@
 //!
 //! Each trial chooses one category per dimension. The startup trials cover the space: in
 //! each dimension, one of the categories tried fewest times so far, drawn at random among
-//! them, until every category of every dimension has been tried and at least `startup` trials
-//! were made. A category never tried has no evidence for or against it, and with the few
-//! trials of a light search a uniform draw can leave out the one that matters. After that, the trials seen so far are split into the better ones (the top
+//! them, until every category of every dimension has been tried and at least `startup`
+//! trials were made. A category never tried has no evidence for or against it, and with the
+//! few trials of a light search a uniform draw can leave out the one that matters. (Runs
+//! stored before that rule draw their first `startup` trials uniformly: `cover` is off for
+//! them, so they resume to the same choices.) After that, the trials seen so far are split into the better ones (the top
 //! `ceil(10%)`, at most 25, at least 1, as Optuna does) and the rest; for each dimension, the
 //! smoothed frequencies of each category among the better trials, `l(x)`, and among the
 //! rest, `g(x)`, are compared: `draws` categories are sampled from `l`, and the one with the
@@ -20,8 +22,11 @@ use crate::random::Rng;
 /// The search's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tpe {
-    /// Trials that cover the space before the estimator takes over, at least.
+    /// Trials before the estimator takes over, at least.
     pub startup: usize,
+    /// Whether the startup trials go on until every category was tried, least-tried first
+    /// (otherwise they are `startup` uniform draws).
+    pub cover: bool,
     /// Categories drawn from `l` per choice.
     pub draws: usize,
 }
@@ -30,6 +35,7 @@ impl Default for Tpe {
     fn default() -> Self {
         Tpe {
             startup: 4,
+            cover: true,
             draws: 24,
         }
     }
@@ -42,10 +48,14 @@ impl Tpe {
     /// The next choice, one category per dimension (`sizes[d]` categories in dimension `d`),
     /// given the trials so far.
     pub fn suggest(&self, sizes: &[usize], seen: &[Observation], rng: &mut Rng) -> Vec<usize> {
-        let untried = sizes
-            .iter()
-            .enumerate()
-            .any(|(d, &k)| (0..k).any(|x| !seen.iter().any(|(c, _)| c[d] == x)));
+        if !self.cover && seen.len() < self.startup {
+            return sizes.iter().map(|&k| uniform(rng, k)).collect();
+        }
+        let untried = self.cover
+            && sizes
+                .iter()
+                .enumerate()
+                .any(|(d, &k)| (0..k).any(|x| !seen.iter().any(|(c, _)| c[d] == x)));
         if seen.len() < self.startup || untried {
             return sizes
                 .iter()
@@ -93,6 +103,14 @@ fn density(k: usize, chosen: impl Iterator<Item = usize>) -> Vec<f64> {
     }
     let total: f64 = counts.iter().sum();
     counts.iter().map(|c| c / total).collect()
+}
+
+fn uniform(rng: &mut Rng, k: usize) -> usize {
+    if k == 0 {
+        0
+    } else {
+        (rng.next_u64() % k as u64) as usize
+    }
 }
 
 /// One of the `k` categories chosen fewest times in `chosen`, drawn uniformly among them.
@@ -159,6 +177,27 @@ mod tests {
             seconds[c[1]] += 1;
         }
         assert!(seconds.iter().all(|&n| n == 2 || n == 3), "{seconds:?}");
+    }
+
+    #[test]
+    fn without_cover_the_startup_is_the_stored_runs_uniform_draws() {
+        // Pinned: runs stored before the covering startup resume to these choices.
+        let tpe = Tpe {
+            cover: false,
+            ..Tpe::default()
+        };
+        let mut rng = Rng::new(7);
+        let mut seen: Vec<Observation> = Vec::new();
+        for _ in 0..4 {
+            let choice = tpe.suggest(&[7, 7], &seen, &mut rng);
+            seen.push((choice, 0.5));
+        }
+        let mut again = Rng::new(7);
+        let uniform: Vec<Vec<usize>> = (0..4)
+            .map(|_| vec![uniform(&mut again, 7), uniform(&mut again, 7)])
+            .collect();
+        let chosen: Vec<Vec<usize>> = seen.into_iter().map(|(c, _)| c).collect();
+        assert_eq!(chosen, uniform);
     }
 
     #[test]

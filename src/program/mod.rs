@@ -38,8 +38,10 @@ pub enum PredictorKind {
     ChainOfThought,
 }
 
-/// One step of a program.
+/// One step of a program. Unknown fields are refused, so a program written by a newer
+/// version is not read as a different one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Predictor {
     pub name: String,
     pub kind: PredictorKind,

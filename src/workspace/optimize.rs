@@ -121,6 +121,9 @@ pub fn loop_specs(
             .map(|name| ws.registry().get(&name).cloned())
             .transpose()?;
         for config in configs {
+            if matches!(config, OptimizerConfig::KnnFewShot { .. }) {
+                knn_has_a_pool(task, &input.file)?;
+            }
             loops.push(LoopSpec {
                 task_file: input.file.clone(),
                 task_source: task.source.clone(),
@@ -150,6 +153,25 @@ pub fn loop_specs(
         }
     }
     Ok(loops)
+}
+
+/// KNN shows labeled training examples, so some optimized step must read and write fields the
+/// data has: refused before anything runs otherwise.
+fn knn_has_a_pool(task: &Task, file: &str) -> Result<(), WorkspaceError> {
+    let fields = task.example_fields();
+    let usable = task.program.steps.iter().filter(|s| s.optimize).any(|s| {
+        s.signature.inputs.iter().all(|f| fields.contains(&f.name))
+            && s.signature.outputs.iter().any(|f| fields.contains(&f.name))
+    });
+    if usable {
+        Ok(())
+    } else {
+        Err(WorkspaceError::Invalid(format!(
+            "{file}: the knn optimizer shows labeled training examples, but no optimized step \
+             reads only fields of the data and writes one of them; use bootstrap or \
+             random-search, whose demonstrations come from traces"
+        )))
+    }
 }
 
 /// Starts an optimization run: one loop per task and optimizer, all sharing the engine pool
