@@ -404,7 +404,6 @@ mod tests {
             steps: vec![
                 program(PredictorKind::Predict).steps[0].clone(),
                 Predictor {
-                    nearest: None,
                     name: "other".into(),
                     ..program(PredictorKind::Predict).steps[0].clone()
                 },

@@ -285,8 +285,6 @@ impl ModeReport {
     }
 }
 
-/// Runs every request of `workload` through `generator`, all at once (`concurrent`) or one
-/// after another, and measures the wall time.
 /// Submits every request at once and returns their results in request order.
 pub async fn generate_all(
     generator: &Generator,
@@ -306,6 +304,8 @@ pub async fn generate_all(
     Ok(results.into_iter().map(|(_, g)| g).collect())
 }
 
+/// Runs every request of `workload` through `generator`, all at once (`concurrent`) or one
+/// after another, and measures the wall time.
 pub async fn run_workload(
     generator: &Generator,
     workload: &[GenerationRequest],

@@ -26,10 +26,15 @@ fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
 /// its outputs the example has. `None` when the example lacks an input or every output
 /// (an intermediate step of a multi-step program).
 fn labeled_demo(step: &Predictor, example: &Example) -> Option<Demo> {
-    let mut inputs = Values::new();
-    for field in &step.signature.inputs {
-        inputs.insert(field.name.clone(), example.values.get(&field.name)?.clone());
+    if !step.labeled_by(|field| example.values.contains_key(field)) {
+        return None;
     }
+    let inputs: Values = step
+        .signature
+        .inputs
+        .iter()
+        .map(|f| (f.name.clone(), example.values[&f.name].clone()))
+        .collect();
     let outputs: Values = step
         .signature
         .outputs
@@ -41,7 +46,18 @@ fn labeled_demo(step: &Predictor, example: &Example) -> Option<Demo> {
                 .map(|v| (f.name.clone(), v.clone()))
         })
         .collect();
-    (!outputs.is_empty()).then_some(Demo { inputs, outputs })
+    Some(Demo { inputs, outputs })
+}
+
+/// Proposes `program` as an optimizer's one candidate and scores it on validation.
+async fn propose_and_score(
+    session: &Session,
+    label: impl Into<String>,
+    program: Program,
+) -> Result<Candidate, OptimizeError> {
+    let candidate = session.propose(label, program, Some(0))?;
+    session.score(&candidate, Batch::Val).await?;
+    Ok(candidate)
 }
 
 /// `program` with every step's demonstrations replaced by `demos(step)` (and no pool to
@@ -117,9 +133,7 @@ impl Optimizer for LabeledFewShot {
     fn compile<'a>(&'a self, session: &'a Session) -> OptimizeFuture<'a> {
         Box::pin(async move {
             let program = labeled_program(session, session.student(), self.k, "labeled");
-            let candidate = session.propose(format!("labeled k={}", self.k), program, Some(0))?;
-            session.score(&candidate, Batch::Val).await?;
-            Ok(candidate)
+            propose_and_score(session, format!("labeled k={}", self.k), program).await
         })
     }
 }
@@ -145,9 +159,7 @@ impl Optimizer for KnnFewShot {
                         .into(),
                 )
             })?;
-            let candidate = session.propose(format!("nearest k={}", self.k), program, Some(0))?;
-            session.score(&candidate, Batch::Val).await?;
-            Ok(candidate)
+            propose_and_score(session, format!("nearest k={}", self.k), program).await
         })
     }
 }
@@ -175,9 +187,7 @@ impl Optimizer for BootstrapFewShot {
                 "bootstrap",
             )
             .await?;
-            let candidate = session.propose("bootstrap", program, Some(0))?;
-            session.score(&candidate, Batch::Val).await?;
-            Ok(candidate)
+            propose_and_score(session, "bootstrap", program).await
         })
     }
 }

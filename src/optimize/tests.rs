@@ -96,6 +96,39 @@ fn bootstrap_settings() -> BootstrapSettings {
     }
 }
 
+/// `spec` with a fake proposer model pinned.
+fn with_proposer(mut spec: LoopSpec) -> LoopSpec {
+    spec.proposer = Some(ArtifactModel {
+        name: "fake-proposer".into(),
+        sha256: "1".repeat(64),
+    });
+    spec
+}
+
+/// A fake proposer: a short summary when asked for one, else `instruction(call)`.
+fn summarising_proposer(
+    instruction: impl Fn(&FakeCall) -> String + Send + Sync + 'static,
+) -> Arc<FakeLm> {
+    Arc::new(FakeLm::new(3).with_script(move |call| {
+        Some(
+            if call.request.grammar.as_deref() == Some(instructions::SUMMARY_GRAMMAR) {
+                "summary: Short reviews.".to_string()
+            } else {
+                format!("instruction: {}", instruction(call))
+            },
+        )
+    }))
+}
+
+/// The reply of a fake asked to restate (the fixed first step of [`TWO_STEPS`]), when it is.
+fn restated(call: &FakeCall) -> Option<String> {
+    call.request
+        .grammar
+        .as_deref()
+        .is_some_and(|g| g.contains("restated"))
+        .then(|| "restated: the same review".to_string())
+}
+
 /// The review a call asks about (its last user message).
 fn review_of(call: &FakeCall) -> String {
     let Prompt::Chat(messages) = &call.request.prompt else {
@@ -446,11 +479,7 @@ fn instruction_run(
     optimizer: OptimizerConfig,
     proposer: impl Fn() -> Arc<FakeLm>,
 ) -> (Loop, LoopOutcome, Arc<FakeLm>) {
-    let mut spec = spec(optimizer);
-    spec.proposer = Some(ArtifactModel {
-        name: "fake-proposer".into(),
-        sha256: "1".repeat(64),
-    });
+    let spec = with_proposer(spec(optimizer));
     let l = Loop::new(&spec);
     let first = proposer();
     let outcome = l
@@ -650,28 +679,24 @@ kind = "exact_match"
 field = "sentiment"
 "#;
 
+/// A loop of `optimizer` over [`TWO_STEPS`]' program.
+fn two_step_spec(optimizer: OptimizerConfig) -> LoopSpec {
+    let task = Task::parse(TWO_STEPS, Path::new("fake.toml"), ".".into()).unwrap();
+    let mut spec = spec(optimizer);
+    spec.task_source = TWO_STEPS.into();
+    spec.program = task.program;
+    spec
+}
+
 #[test]
 fn every_optimizer_leaves_a_fixed_step_as_written() {
     let task = Task::parse(TWO_STEPS, Path::new("fake.toml"), ".".into()).unwrap();
     assert_eq!(task.program.optimized_steps(), ["classify"]);
-    let proposer = Arc::new(FakeLm::new(3).with_script(|call| {
-        Some(
-            if call.request.grammar.as_deref() == Some(instructions::SUMMARY_GRAMMAR) {
-                "summary: Short reviews.".to_string()
-            } else {
-                format!("instruction: {NEW_INSTRUCTION}")
-            },
-        )
-    }));
+    let proposer = summarising_proposer(|_| NEW_INSTRUCTION.to_string());
     // Right on every other training review, so bootstraps keep some traces.
     let lm = Arc::new(FakeLm::new(1).with_script(|call| {
-        if call
-            .request
-            .grammar
-            .as_deref()
-            .is_some_and(|g| g.contains("restated"))
-        {
-            return Some("restated: the same review".to_string());
+        if let Some(reply) = restated(call) {
+            return Some(reply);
         }
         let Prompt::Chat(messages) = &call.request.prompt else {
             return None;
@@ -723,9 +748,7 @@ fn every_optimizer_leaves_a_fixed_step_as_written() {
         },
     ] {
         let name = optimizer.name();
-        let mut spec = spec(optimizer);
-        spec.task_source = TWO_STEPS.into();
-        spec.program = task.program.clone();
+        let spec = two_step_spec(optimizer);
         let l = Loop::new(&spec);
         let outcome = l
             .run_with(
@@ -759,13 +782,8 @@ fn every_optimizer_leaves_a_fixed_step_as_written() {
 /// restate, it restates.)
 fn copier() -> FakeLm {
     FakeLm::new(4).with_script(|call| {
-        if call
-            .request
-            .grammar
-            .as_deref()
-            .is_some_and(|g| g.contains("restated"))
-        {
-            return Some("restated: the same review".to_string());
+        if let Some(reply) = restated(call) {
+            return Some(reply);
         }
         let Prompt::Chat(messages) = &call.request.prompt else {
             return None;
@@ -818,10 +836,7 @@ fn knn_shows_each_input_its_most_similar_training_examples() {
         .iter()
         .all(|d| d.inputs["review"].as_str().unwrap().starts_with("train ")));
     // A step whose inputs are not in the data has nothing to retrieve from.
-    let task = Task::parse(TWO_STEPS, Path::new("fake.toml"), ".".into()).unwrap();
-    let mut two = spec.clone();
-    two.task_source = TWO_STEPS.into();
-    two.program = task.program;
+    let two = two_step_spec(OptimizerConfig::KnnFewShot { k: 2 });
     let err = Loop::new(&two)
         .run(&two, &lm, Budget::default(), Arc::new(Silent))
         .unwrap_err();
@@ -837,23 +852,9 @@ fn mipro_offers_the_nearest_examples_as_a_demonstration_set() {
     settings.nearest = 1;
     settings.minibatch = 4;
     settings.demos = bootstrap_settings();
-    let mut spec = spec(OptimizerConfig::Mipro { settings });
-    spec.proposer = Some(ArtifactModel {
-        name: "fake-proposer".into(),
-        sha256: "1".repeat(64),
-    });
-    let proposer = Arc::new(FakeLm::new(3).with_script(|call| {
-        Some(
-            if call.request.grammar.as_deref() == Some(instructions::SUMMARY_GRAMMAR) {
-                "summary: Short reviews.".to_string()
-            } else {
-                format!(
-                    "instruction: {NEW_INSTRUCTION} {}",
-                    call.request.sampling.seed
-                )
-            },
-        )
-    }));
+    let spec = with_proposer(spec(OptimizerConfig::Mipro { settings }));
+    let proposer =
+        summarising_proposer(|call| format!("{NEW_INSTRUCTION} {}", call.request.sampling.seed));
     let lm = Arc::new(copier());
     let l = Loop::new(&spec);
     let outcome = l

@@ -18,6 +18,8 @@ pub mod grammar;
 pub mod nearest;
 pub mod signature;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{self, Method, Passage, Query, RetrieveError, Retriever};
@@ -102,12 +104,22 @@ impl Predictor {
     }
 
     /// The demonstrations shown for `inputs`: the fixed ones, then those chosen from the pool.
-    pub fn demos_for(&self, inputs: &Values) -> Vec<Demo> {
-        let mut demos = self.demos.clone();
-        if let Some(nearest) = &self.nearest {
-            demos.extend(nearest.select(&self.signature, inputs));
+    pub fn demos_for(&self, inputs: &Values) -> Cow<'_, [Demo]> {
+        match &self.nearest {
+            None => Cow::Borrowed(&self.demos),
+            Some(nearest) => {
+                let mut demos = self.demos.clone();
+                demos.extend(nearest.select(&self.signature, inputs));
+                Cow::Owned(demos)
+            }
         }
-        demos
+    }
+
+    /// Whether an example holding the fields `has` accepts makes a labeled demonstration of
+    /// this step: it has every input and at least one output.
+    pub fn labeled_by(&self, has: impl Fn(&str) -> bool) -> bool {
+        self.signature.inputs.iter().all(|f| has(&f.name))
+            && self.signature.outputs.iter().any(|f| has(&f.name))
     }
 
     /// The fields of a reply: the outputs, after the reasoning for chain of thought.

@@ -159,10 +159,12 @@ pub fn loop_specs(
 /// data has: refused before anything runs otherwise.
 fn knn_has_a_pool(task: &Task, file: &str) -> Result<(), WorkspaceError> {
     let fields = task.example_fields();
-    let usable = task.program.steps.iter().filter(|s| s.optimize).any(|s| {
-        s.signature.inputs.iter().all(|f| fields.contains(&f.name))
-            && s.signature.outputs.iter().any(|f| fields.contains(&f.name))
-    });
+    let usable = task
+        .program
+        .steps
+        .iter()
+        .filter(|s| s.optimize)
+        .any(|s| s.labeled_by(|field| fields.iter().any(|f| f == field)));
     if usable {
         Ok(())
     } else {
